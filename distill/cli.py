@@ -1,0 +1,157 @@
+"""The `distill` command line. Heavy libraries (torch, vllm, transformers, trl, datasets)
+are imported inside command bodies only, so `distill --help` answers at once.
+
+Each command parses flags into its stage's typed config and calls the stage's one entry
+function; user errors end as one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from distill.cli_flags import config_flags
+from distill.config import from_dict, load_yaml, override, parse_assignments, to_dict
+from distill.errors import UserError
+from distill.generate import GenerateConfig
+from distill.teachers.profile import TeacherProfile
+
+app = typer.Typer(
+    name="distill",
+    help="Reproduce the DeepSeek-R1 distillation recipe: generate -> filter -> train -> eval.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="YAML file of this command's settings (flags override it)."),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", help="Override any teacher-profile field: --set prompts.math.user='{problem}'"
+    ),
+]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """One line and exit 2 for user errors; no traceback for mistakes the user can fix."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted; rerun the same command to resume", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _setup(verbose: bool) -> None:
+    from distill.log import setup_logging
+
+    setup_logging(verbose)
+
+
+def _run_config(cls: type, config: Path | None, flags: dict[str, Any]) -> Any:
+    """Defaults < --config YAML < flags."""
+    data = load_yaml(config) if config else {}
+    base = from_dict(cls, data, str(config)) if config else None
+    if base is None:
+        nested: dict[str, Any] = {}
+        for dotted, value in flags.items():
+            node = nested
+            *parents, last = dotted.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
+        return from_dict(cls, nested, "command line")
+    return override(base, flags)
+
+
+@app.command()
+@user_errors
+@config_flags(run=GenerateConfig, teacher=TeacherProfile)
+def generate(
+    flags: dict[str, dict[str, Any]],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Sample reasoning traces from a teacher into a resumable parquet corpus.
+
+    distill generate --teacher deepseek-r1 --dataset HuggingFaceH4/MATH-500 --split test
+    --samples 4 --output traces/math500-r1
+    """
+    from distill.generate import generate as run
+    from distill.teachers.profile import load_profile
+
+    _setup(verbose)
+    if "output" not in flags["run"] and not config:
+        raise UserError("--output is required (the corpus folder to write)")
+    if "data.dataset" not in flags["run"] and not config:
+        flags["run"]["data.dataset"] = "arith-demo"
+    cfg = _run_config(GenerateConfig, config, flags["run"])
+    profile = load_profile(cfg.teacher, {**flags["teacher"], **parse_assignments(set_ or [])})
+    run(cfg, profile)
+
+
+@app.command()
+@user_errors
+def merge(
+    inputs: Annotated[list[Path], typer.Argument(help="Corpus folders of one sharded run.")],
+    output: Annotated[Path, typer.Option("--output", help="Merged corpus folder.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+) -> None:
+    """Join the corpus folders of a `--shard I/N` run into one corpus."""
+    from distill.records import merge_corpora
+
+    _setup(False)
+    manifest = merge_corpora(inputs, output, overwrite=overwrite)
+    typer.echo(f"{output}: {manifest['counts']['rows']} rows from {len(inputs)} folders")
+
+
+@app.command()
+@user_errors
+def teachers(
+    name: Annotated[str | None, typer.Argument(help="Show one profile resolved.")] = None,
+) -> None:
+    """List the shipped teacher profiles, or show one with every default filled in."""
+    import yaml
+
+    from distill.teachers.profile import load_profile, shipped_profiles
+
+    if name is None:
+        for n in shipped_profiles():
+            p = load_profile(n)
+            typer.echo(f"{n:24s} {p.backend:7s} {p.model}")
+        return
+    typer.echo(yaml.safe_dump(to_dict(load_profile(name)), sort_keys=False, allow_unicode=True))
+
+
+@app.command()
+def version() -> None:
+    """Print the distill version."""
+    from distill import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app(prog_name="distill")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Typer options generated from config dataclasses, so help text lives once (in the field).
+
+`@config_flags(run=GenerateConfig, teacher=TeacherProfile)` adds one `--flag` per scalar
+field; the command receives `flags={"run": {dotted.path: value}, "teacher": {...}}` holding
+only the flags the user gave, ready for `config.override`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, Optional, get_args, get_origin
+
+import typer
+
+from distill.config import Leaf, leaves
+
+
+def _option(leaf: Leaf) -> tuple[Any, Any]:
+    help_text = leaf.help
+    tp = leaf.type
+    if get_origin(tp) is Literal:
+        help_text += " [" + "|".join(str(a) for a in get_args(tp)) + "]"
+        tp = str
+    names = (f"--{leaf.flag}/--no-{leaf.flag}",) if tp is bool else (f"--{leaf.flag}",)
+    return Optional[tp], typer.Option(None, *names, help=help_text, show_default=False)  # noqa: UP045
+
+
+def config_flags(**groups: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        hints = typing.get_type_hints(fn, include_extras=True)  # resolve string annotations
+        params = [
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in inspect.signature(fn).parameters.values()
+            if p.name != "flags"
+        ]
+        taken = {p.name for p in params}
+        mapping: dict[str, tuple[str, Leaf]] = {}
+        flags_seen: dict[str, str] = {}
+        for group, cls in groups.items():
+            for leaf in leaves(cls):
+                if leaf.flag in flags_seen:
+                    raise RuntimeError(
+                        f"--{leaf.flag} defined twice ({flags_seen[leaf.flag]}, {leaf.path})"
+                    )
+                flags_seen[leaf.flag] = leaf.path
+                name = f"{group}__{leaf.path.replace('.', '__')}"
+                assert name not in taken
+                annotation, default = _option(leaf)
+                params.append(
+                    inspect.Parameter(
+                        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+                    )
+                )
+                mapping[name] = (group, leaf)
+
+        @functools.wraps(fn)
+        def wrapper(**kwargs: Any) -> Any:
+            flags: dict[str, dict[str, Any]] = {g: {} for g in groups}
+            for name, (group, leaf) in mapping.items():
+                value = kwargs.pop(name)
+                if value is not None:
+                    flags[group][leaf.path] = str(value) if isinstance(value, Path) else value
+            return fn(flags=flags, **kwargs)
+
+        wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate

@@ -1,0 +1,211 @@
+"""Typed configs: dataclasses filled from YAML and flags, strictly.
+
+Resolution order everywhere: dataclass defaults < YAML file < command-line flags.
+Unknown keys are errors (a typo in a 10-hour run's YAML must not be ignored), and the
+help text of a setting lives once, in its field's metadata; the CLI reuses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import MISSING
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from distill.errors import UserError
+
+
+def option(
+    default: Any = MISSING,
+    *,
+    help: str,
+    default_factory: Any = MISSING,
+    flag: str | None = None,
+    cli: bool = True,
+) -> Any:
+    """A dataclass field with its help text; `flag` renames its CLI option, `cli=False` hides it."""
+    meta = {"help": help, "flag": flag, "cli": cli}
+    if default_factory is not MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning every problem into a one-line UserError."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such file")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{p}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: expected a mapping of fields at the top level")
+    return data
+
+
+def from_dict(cls: type, data: Mapping[str, Any], source: str, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a mapping; unknown or ill-typed fields name themselves."""
+    if not isinstance(data, Mapping):
+        raise UserError(f"{source}: '{prefix.rstrip('.') or cls.__name__}' must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise UserError(f"{source}: unknown field '{prefix}{key}'{hint}")
+        kwargs[key] = _coerce(value, hints[key], source, f"{prefix}{key}")
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in kwargs and f.default is MISSING and f.default_factory is MISSING
+    ]
+    if missing:
+        raise UserError(f"{source}: missing required field '{prefix}{missing[0]}'")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"{source}: {e}") from None
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, source: str, path: str) -> Any:
+    origin = get_origin(tp)
+    bad = UserError(f"{source}: field '{path}' must be {_type_name(tp)}, got {value!r}")
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, source, path)
+            except UserError as e:
+                last = e
+        raise last
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise bad
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return from_dict(tp, value, source, prefix=f"{path}.")
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise bad
+        (item,) = get_args(tp) or (Any,)
+        return [_coerce(v, item, source, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise bad
+        _, item = get_args(tp) or (str, Any)
+        return {str(k): _coerce(v, item, source, f"{path}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    if tp is Path:
+        if isinstance(value, str | Path):
+            return Path(value)
+        raise bad
+    return value
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass -> plain dict (Paths as strings), ready for YAML/JSON."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def override(obj: Any, overrides: Mapping[str, Any], source: str = "command line") -> Any:
+    """Return a copy of dataclass `obj` with dotted-path overrides applied and re-validated."""
+    if not overrides:
+        return obj
+    data = to_dict(obj)
+    for dotted, value in overrides.items():
+        node = data
+        *parents, last = dotted.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[last] = value
+    return from_dict(type(obj), data, source)
+
+
+def parse_assignments(items: list[str], source: str = "--set") -> dict[str, Any]:
+    """`key.sub=value` strings -> {dotted key: YAML-typed value}."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"{source}: expected FIELD=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Leaf:
+    """A scalar config field reachable by a dotted path: what a CLI flag sets."""
+
+    path: str
+    flag: str
+    type: Any
+    help: str
+
+
+def leaves(cls: type, prefix: str = "") -> Iterator[Leaf]:
+    """Every scalar field of `cls` (nested dataclasses flattened) that has a CLI flag."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.metadata.get("cli", True):
+            continue
+        tp = hints[f.name]
+        inner = [a for a in get_args(tp) if a is not type(None)]
+        base = inner[0] if get_origin(tp) in (Union, types.UnionType) and len(inner) == 1 else tp
+        if dataclasses.is_dataclass(base):
+            yield from leaves(base, f"{prefix}{f.name}.")
+        elif base in (int, float, str, bool, Path) or get_origin(base) is Literal:
+            flag = f.metadata.get("flag") or f.name.replace("_", "-")
+            yield Leaf(f"{prefix}{f.name}", flag, base, f.metadata.get("help", ""))

@@ -1,0 +1,302 @@
+"""`distill generate`: problems -> teacher requests -> trace shards, resumable.
+
+    distill generate --teacher deepseek-r1 --dataset HuggingFaceH4/MATH-500 --split test \\
+        --samples 4 --output traces/math500-r1
+
+Rejection sampling: N samples per problem (one request with n=N), streamed through the
+teacher; finished rows are written as atomic parquet shards of `chunk_size` problems. A rerun
+rebuilds what is done from the shards on disk and asks only for the missing
+(problem_id, sample_index) pairs, so a kill loses at most the rows not yet in a shard.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distill.config import option, to_dict
+from distill.errors import UserError
+from distill.log import console, progress
+from distill.problems import DatasetSpec, Problem, in_shard, load_problems, parse_shard
+from distill.prompts import build_messages, join_completion, split_completion
+from distill.records import (
+    CorpusWriter,
+    atomic_write_bytes,
+    atomic_write_json,
+    done_index,
+    read_corpus_or_empty,
+    read_manifest,
+    remove_corpus,
+)
+from distill.teachers import Request, Sample, Teacher, make_teacher
+from distill.teachers.profile import TeacherProfile, load_profile
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerateConfig:
+    """What `distill generate` does; the teacher profile comes separately (name or file)."""
+
+    output: Path = option(help="Corpus folder to write; an existing one is resumed.")
+    data: DatasetSpec = field(default_factory=lambda: DatasetSpec(dataset="arith-demo"))
+    teacher: str = option("tiny", help="Teacher profile: a shipped name or a YAML file.")
+    samples: int = option(1, help="Responses per problem (rejection sampling), drawn with n=N.")
+    shard: str | None = option(
+        None, help="Process shard I/N of the problems (0 <= I < N), e.g. one per Slurm task."
+    )
+    chunk_size: int = option(
+        256, help="Problems per parquet shard: a kill loses at most the rows not yet in one."
+    )
+    overwrite: bool = option(False, help="Delete an existing corpus made with other settings.")
+    progress: bool = option(True, help="Show a progress bar.", cli=False)
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError("samples must be >= 1")
+        if self.chunk_size < 1:
+            raise ValueError("chunk_size must be >= 1")
+
+
+def _identity(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What defines a corpus: resuming with other values would mix two corpora in one."""
+    source = manifest.get("source") or {}
+    return {
+        "teacher model": (manifest.get("teacher") or {}).get("model"),
+        "sampling": manifest.get("sampling"),
+        "prompts": manifest.get("prompts"),
+        "dataset": {k: source.get(k) for k in ("dataset", "subset", "split", "domain")},
+        "shard": manifest.get("shard"),
+    }
+
+
+def _check_existing(out: Path, manifest: dict[str, Any], overwrite: bool) -> None:
+    previous = read_manifest(out)
+    if previous is None:
+        if out.exists() and any(not p.name.startswith(".") for p in out.iterdir()):
+            raise UserError(f"{out}: exists and is not a distill corpus (no manifest.json)")
+        return
+    changed = _diff(_identity(previous), _identity(manifest))
+    if not changed:
+        return
+    if overwrite:
+        log.warning("%s: --overwrite: deleting the corpus made with other settings", out)
+        remove_corpus(out)
+        return
+    raise UserError(
+        f"{out}: made with other settings ({'; '.join(changed)}); "
+        "use --overwrite to start over or another --output"
+    )
+
+
+def _diff(old: Any, new: Any, path: str = "") -> list[str]:
+    """Leaf-level differences as 'a.b: old -> new'."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = list(dict.fromkeys([*old, *new]))
+        return [
+            d for k in keys for d in _diff(old.get(k), new.get(k), f"{path}.{k}" if path else k)
+        ]
+    return [] if old == new else [f"{path}: {_short(old)} -> {_short(new)}"]
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) < 120 else text[:117] + "..."
+
+
+def _record(
+    problem: Problem, messages: str, sample: Sample, teacher: str, sampling: str
+) -> dict[str, Any]:
+    completion = (
+        ""
+        if sample.finish_reason == "error"
+        else join_completion(sample.text, sample.prefilled, sample.reasoning)
+    )
+    reasoning, answer = split_completion(completion)
+    return {
+        "id": f"{problem.problem_id}/{sample.sample_index}",
+        "problem_id": problem.problem_id,
+        "sample_index": sample.sample_index,
+        "problem": problem.problem,
+        "domain": problem.domain,
+        "reference": problem.reference,
+        "messages": messages,
+        "completion": completion,
+        "reasoning": reasoning,
+        "answer": answer,
+        "finish_reason": sample.finish_reason,
+        "prompt_tokens": sample.prompt_tokens,
+        "completion_tokens": sample.completion_tokens,
+        "teacher": teacher,
+        "sampling": sampling,
+        "error": sample.error,
+    }
+
+
+def generate(
+    cfg: GenerateConfig, profile: TeacherProfile | None = None, teacher: Teacher | None = None
+) -> dict[str, Any]:
+    """Generate (or resume) a trace corpus; returns the run's stats (also in stats.json)."""
+    started = time.time()
+    profile = profile or load_profile(cfg.teacher)
+    shard = parse_shard(cfg.shard)
+    problems, source = load_problems(cfg.data)
+    problems = [p for p in problems if in_shard(p.problem_id, shard)]
+    if not problems:
+        raise UserError(f"--shard {cfg.shard}: no problems fall in this shard")
+    templates = {d: profile.prompt_for(d) for d in sorted({p.domain for p in problems})}
+    manifest = {
+        "teacher": {"profile": profile.name, "model": profile.model, "backend": profile.backend},
+        "sampling": to_dict(profile.sampling),
+        "prompts": {d: to_dict(t) for d, t in templates.items()},
+        "source": source,
+        "samples": cfg.samples,
+        "shard": cfg.shard,
+    }
+    out = Path(cfg.output)
+    _check_existing(out, manifest, cfg.overwrite)
+
+    done = done_index(out)
+    todo = []
+    for p in problems:
+        missing = [i for i in range(cfg.samples) if i not in done.get(p.problem_id, ())]
+        if missing:
+            todo.append((p, missing))
+    finished = len(problems) - len(todo)
+    log.info(
+        "%d problems x %d samples; %d problems already complete on disk, %d to generate",
+        len(problems),
+        cfg.samples,
+        finished,
+        len(todo),
+    )
+    if "created" in (previous := read_manifest(out) or {}):
+        manifest["created"] = previous["created"]
+    if not todo:
+        CorpusWriter(out, manifest)
+        return _finish(out, cfg, profile, started, written=0, tokens=0)
+
+    own_teacher = teacher is None
+    teacher = teacher or make_teacher(profile)
+    writer = CorpusWriter(out, manifest)
+    sampling_json = json.dumps(to_dict(profile.sampling), sort_keys=True)
+    by_key = {p.problem_id: p for p, _ in todo}
+    messages = {
+        p.problem_id: build_messages(
+            p.problem, templates[p.domain].user, templates[p.domain].system
+        )
+        for p, _ in todo
+    }
+    requests = (
+        Request(p.problem_id, messages[p.problem_id], missing, templates[p.domain].prefill)
+        for p, missing in todo
+    )
+    buffer: list[dict[str, Any]] = []
+    buffered_problems = written = tokens = 0
+    reasons: Counter[str] = Counter()
+
+    def flush() -> None:
+        nonlocal buffer, buffered_problems, written
+        if buffer:
+            writer.write_shard(buffer)
+            writer.write_manifest()
+            written += len(buffer)
+            buffer, buffered_problems = [], 0
+
+    bar = progress(
+        "{task.fields[samples]} samples", "{task.fields[rate]} tok/s", disable=not cfg.progress
+    )
+    try:
+        with bar:
+            task = bar.add_task(
+                "generate", total=len(problems), completed=finished, samples=0, rate="-"
+            )
+            t0 = time.time()
+            for samples in teacher.generate(requests):
+                problem = by_key[samples[0].key]
+                msgs = json.dumps(messages[problem.problem_id], ensure_ascii=False)
+                for s in samples:
+                    buffer.append(_record(problem, msgs, s, teacher.model_name, sampling_json))
+                    tokens += s.completion_tokens
+                    reasons[s.finish_reason] += 1
+                buffered_problems += 1
+                rate = tokens / max(time.time() - t0, 1e-9)
+                bar.update(task, advance=1, samples=sum(reasons.values()), rate=f"{rate:,.0f}")
+                if buffered_problems >= cfg.chunk_size:
+                    flush()
+    finally:
+        # Whatever finished is whole and worth keeping, even on Ctrl-C or a teacher error.
+        flush()
+        if own_teacher:
+            teacher.close()
+    return _finish(out, cfg, profile, started, written=written, tokens=tokens)
+
+
+def _finish(
+    out: Path,
+    cfg: GenerateConfig,
+    profile: TeacherProfile,
+    started: float,
+    written: int,
+    tokens: int,
+) -> dict[str, Any]:
+    """Final manifest, stats.json and the resolved config, all recomputed from disk."""
+    manifest = read_manifest(out) or {}
+    writer = CorpusWriter(out, manifest)  # refreshes counts from the shards
+    table = read_corpus_or_empty(out, ["completion_tokens", "completion", "finish_reason"])
+    ctoks = table.column("completion_tokens").to_pylist()
+    chars = [len(c) for c in table.column("completion").to_pylist()]
+    wall = time.time() - started
+
+    def summary(values: list[int]) -> dict[str, float]:
+        if not values:
+            return {"min": 0, "mean": 0, "max": 0}
+        return {"min": min(values), "mean": round(statistics.fmean(values), 1), "max": max(values)}
+
+    stats = {
+        "rows": writer.manifest["counts"]["rows"],
+        "problems": writer.manifest["counts"]["problems"],
+        "rows_written_this_run": written,
+        "completion_tokens_this_run": tokens,
+        "wall_time_s": round(wall, 2),
+        "output_tokens_per_s": round(tokens / wall, 1) if wall > 0 else 0.0,
+        "finish_reasons": writer.manifest["counts"]["finish_reasons"],
+        "completion_tokens": summary(ctoks),
+        "completion_chars": summary(chars),
+    }
+    atomic_write_json(out / "stats.json", stats)
+    resolved = {"generate": to_dict(cfg), "teacher": to_dict(profile)}
+    atomic_write_bytes(
+        out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True).encode()
+    )
+    _print_summary(out, stats)
+    return stats
+
+
+def _print_summary(out: Path, stats: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"distill generate → {out}", show_header=False)
+    table.add_row("rows in corpus", f"{stats['rows']:,} ({stats['problems']:,} problems)")
+    table.add_row("rows written this run", f"{stats['rows_written_this_run']:,}")
+    table.add_row("output tokens this run", f"{stats['completion_tokens_this_run']:,}")
+    table.add_row(
+        "wall time", f"{stats['wall_time_s']:.1f} s ({stats['output_tokens_per_s']:,.0f} tok/s)"
+    )
+    table.add_row(
+        "finish reasons",
+        ", ".join(f"{k} {v:,}" for k, v in sorted(stats["finish_reasons"].items())),
+    )
+    table.add_row(
+        "completion tokens",
+        "min {min} / mean {mean} / max {max}".format(**stats["completion_tokens"]),
+    )
+    console.print(table)

@@ -1,0 +1,63 @@
+"""Teachers: one small protocol, backends registered by name and imported lazily.
+
+A backend turns requests (a chat + which sample indices to draw) into finished samples,
+yielded as soon as each request finishes, in any order. `generate.py` owns everything else
+(prompts, records, shards, resume), so a backend is only the transport to a model.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from distill.teachers.profile import TeacherProfile
+
+
+@dataclass
+class Request:
+    key: str  # problem_id
+    messages: list[dict[str, str]]
+    sample_indices: list[int]  # draw len() samples, recorded under these indices
+    prefill: str = "<think>\n"
+
+
+@dataclass
+class Sample:
+    key: str
+    sample_index: int
+    text: str  # what the model produced after the prompt (and after the prefill, if any)
+    finish_reason: str  # stop | length | error
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prefilled: str = ""  # the prefill the prompt ended with ("" when the backend cannot prefill)
+    reasoning: str | None = None  # separate reasoning channel (reasoning_content), if any
+    error: str | None = None
+
+
+class Teacher(Protocol):
+    model_name: str
+
+    def generate(self, requests: Iterable[Request]) -> Iterator[list[Sample]]:
+        """Yield the samples of each request once all of them are finished."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# name -> "module:factory"; imported only when used, so `distill --help` stays instant.
+BACKENDS: dict[str, str] = {
+    "vllm": "distill.teachers.vllm_engine:VLLMTeacher",
+}
+
+
+def register_backend(name: str, target: str) -> None:
+    """Add a backend ("package.module:Factory"); the factory takes a TeacherProfile."""
+    BACKENDS[name] = target
+
+
+def make_teacher(profile: TeacherProfile) -> Teacher:
+    module, _, attr = BACKENDS[profile.backend].partition(":")
+    factory = getattr(importlib.import_module(module), attr)
+    return factory(profile)

@@ -1,0 +1,156 @@
+"""Teacher profiles: which model, which backend, engine settings, sampling, prompts.
+
+A profile is a YAML file (shipped ones live in `teachers/profiles/`); every field can be
+overridden from the command line, so any profile can point at a local checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from distill.config import from_dict, load_yaml, option, override
+from distill.errors import UserError
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+R1_MATH_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+@dataclass
+class EngineConfig:
+    """Engine settings, passed to `vllm.LLM` / `vllm serve`."""
+
+    tensor_parallel_size: int = option(1, help="GPUs per model replica (tensor parallel).")
+    pipeline_parallel_size: int = option(1, help="Pipeline stages (e.g. 2 nodes for DeepSeek-R1).")
+    data_parallel_size: int = option(
+        1, help="Independent engine replicas; each gets tp x pp GPUs and a share of the requests."
+    )
+    distributed_executor_backend: str | None = option(
+        None, help="'ray' for multi-node (pipeline parallel across nodes), 'mp' for one node."
+    )
+    max_model_len: int | None = option(None, help="Context length (prompt + completion).")
+    dtype: str = option("auto", help="Model dtype: auto, bfloat16, float16, float32.")
+    gpu_memory_utilization: float = option(
+        0.9, help="Share of GPU memory for weights + KV cache (on CPU: share of RAM for KV cache)."
+    )
+    enable_prefix_caching: bool = option(
+        True, help="Reuse the KV cache of shared prompt prefixes (the n samples of a problem)."
+    )
+    max_num_seqs: int | None = option(None, help="Most sequences decoded at once.")
+    max_num_batched_tokens: int | None = option(None, help="Token budget of one engine step.")
+    enforce_eager: bool = option(False, help="Skip CUDA graphs / torch.compile (faster start).")
+    quantization: str | None = option(None, help="Weight quantization, e.g. fp8, awq.")
+    kv_cache_dtype: str = option("auto", help="KV cache dtype, e.g. fp8 to fit longer traces.")
+    trust_remote_code: bool = option(False, help="Allow model code from the Hub repo.")
+    seed: int = option(0, help="Engine seed (vLLM on CPU cannot seed single requests).")
+    extra: dict[str, Any] = option(
+        default_factory=dict, help="Other vllm.LLM keyword arguments, passed as they are."
+    )
+
+
+@dataclass
+class SamplingConfig:
+    """Sampling parameters; R1 defaults: temperature 0.6, top_p 0.95, 32k new tokens."""
+
+    temperature: float = option(0.6, help="Sampling temperature (R1: 0.6).")
+    top_p: float = option(0.95, help="Nucleus sampling (R1: 0.95).")
+    top_k: int | None = option(None, help="Top-k sampling (unset: off).")
+    min_p: float | None = option(None, help="Min-p sampling (unset: off).")
+    max_tokens: int = option(32768, help="Most new tokens per sample (R1: 32768).")
+    repetition_penalty: float | None = option(None, help="Repetition penalty (unset: 1.0).")
+    presence_penalty: float | None = option(None, help="Presence penalty (unset: 0).")
+    frequency_penalty: float | None = option(None, help="Frequency penalty (unset: 0).")
+    stop: list[str] = option(default_factory=list, help="Extra stop strings.")
+    seed: int | None = option(None, flag="sampling-seed", help="Per-request seed (not on CPU).")
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError("sampling.max_tokens must be >= 1")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("sampling.top_p must be in (0, 1]")
+        if self.temperature < 0:
+            raise ValueError("sampling.temperature must be >= 0")
+
+
+@dataclass
+class PromptTemplate:
+    """How a problem becomes a chat; R1 usage: no system prompt, instructions in the user turn."""
+
+    user: str = option("{problem}", help="User message; {problem} is replaced by the problem.")
+    system: str | None = option(None, help="System prompt (R1 advice: none).")
+    prefill: str = option("<think>\n", help="Text the response is forced to begin with.")
+
+    def __post_init__(self) -> None:
+        if "{problem}" not in self.user:
+            raise ValueError("prompts.*.user must contain {problem}")
+
+
+def _default_prompts() -> dict[str, PromptTemplate]:
+    return {
+        "math": PromptTemplate(user="{problem}\n" + R1_MATH_SUFFIX),
+        "code": PromptTemplate(
+            user="{problem}\n\nWrite a complete Python solution. Put the final code in one "
+            "```python code block."
+        ),
+        "choice": PromptTemplate(
+            user="{problem}\n\nAnswer with the letter of the correct option, within \\boxed{}."
+        ),
+        "text": PromptTemplate(user="{problem}"),
+    }
+
+
+@dataclass
+class TeacherProfile:
+    """A teacher: model + backend + engine + sampling + prompts."""
+
+    model: str = option(help="Model: Hub id or local path (served model name for 'openai').")
+    name: str = option("custom", help="Profile name, recorded in manifests.", cli=False)
+    backend: Literal["vllm", "openai"] = option("vllm", help="Teacher backend.")
+    tokenizer: str | None = option(None, help="Tokenizer, when not the model's own.")
+    chat_template: str | None = option(
+        None, help="Jinja chat template (inline or a file path) for models without one."
+    )
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    prompts: dict[str, PromptTemplate] = option(
+        default_factory=_default_prompts, help="Prompt template per domain.", cli=False
+    )
+
+    def prompt_for(self, domain: str) -> PromptTemplate:
+        if domain not in self.prompts:
+            raise UserError(f"teacher '{self.name}': no prompt template for domain '{domain}'")
+        return self.prompts[domain]
+
+
+def shipped_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_profile(name_or_path: str, overrides: dict[str, Any] | None = None) -> TeacherProfile:
+    """A shipped profile by name or a YAML file by path, then overrides (dotted keys)."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml") and not path.exists():
+        path = PROFILES_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise UserError(
+                f"unknown teacher profile '{name_or_path}' "
+                f"(shipped: {', '.join(shipped_profiles())}; or give a path to a YAML file)"
+            )
+    data = load_yaml(path)
+    data.setdefault("name", path.stem)
+    prompts = data.get("prompts")
+    if isinstance(prompts, dict):
+        # A profile's prompts refine the defaults domain by domain.
+        defaults = {k: vars(v) for k, v in _default_prompts().items()}
+        for domain, tpl in prompts.items():
+            if isinstance(tpl, dict):
+                defaults[domain] = {**defaults.get(domain, {}), **tpl}
+            else:
+                defaults[domain] = tpl
+        data["prompts"] = defaults
+    profile = from_dict(TeacherProfile, data, str(path))
+    # Bundled models are referenced relative to the package so profiles work from anywhere.
+    if profile.model.startswith("assets/"):
+        profile.model = str(Path(__file__).parent.parent / profile.model)
+    return override(profile, overrides or {})
