@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import write_jsonl
 
@@ -28,11 +29,14 @@ def start(args: list[str]) -> subprocess.Popen:
 
 
 def kill(proc: subprocess.Popen) -> None:
+    engine = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGKILL)  # the main process only, as `kill -9 PID` would
     proc.wait()
-    time.sleep(1)
-    with contextlib.suppress(ProcessLookupError):  # then its engine processes, to free the CPU
+    # vLLM's engine processes would outlive it holding their memory; distill's reaper ends them
+    _gone, alive = psutil.wait_procs(engine, timeout=10)
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
+    assert not alive, f"orphaned engine processes: {[p.name() for p in alive]}"
 
 
 def wait_for(cond, proc: subprocess.Popen, timeout: float = 240) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from distill.config import to_dict
 from distill.errors import UserError
 from distill.prompts import render_prompt
+from distill.reaper import reap_children_on_exit
 from distill.teachers import Request, Sample
 from distill.teachers.profile import SamplingConfig, TeacherProfile
 
@@ -104,6 +105,8 @@ class Engine:
     def __init__(self, profile: TeacherProfile):
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from vllm import LLM
+
+        reap_children_on_exit()
 
         self.profile = profile
         self.model_name = profile.model
@@ -243,6 +246,7 @@ class VLLMTeacher:
             self.engine: Engine | None = Engine(profile)
             return
         self.engine = None
+        reap_children_on_exit()
         ctx = mp.get_context("spawn")
         self.tasks, self.results = ctx.Queue(), ctx.Queue()
         per = profile.engine.tensor_parallel_size * profile.engine.pipeline_parallel_size
