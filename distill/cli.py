@@ -18,6 +18,7 @@ import typer
 from distill.cli_flags import config_flags
 from distill.config import from_dict, load_yaml, override, parse_assignments, to_dict
 from distill.errors import UserError
+from distill.filter import FilterConfig
 from distill.generate import GenerateConfig
 from distill.teachers.profile import TeacherProfile
 
@@ -106,6 +107,27 @@ def generate(
     cfg = _run_config(GenerateConfig, config, flags["run"])
     profile = load_profile(cfg.teacher, {**flags["teacher"], **parse_assignments(set_ or [])})
     run(cfg, profile)
+
+
+@app.command("filter")
+@user_errors
+@config_flags(run=FilterConfig)
+def filter_(
+    flags: dict[str, dict[str, Any]],
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Keep verified-correct, readable traces: kept/, rejected/, report.json, report.md.
+
+    distill filter --input traces/math500-r1 --output corpus/math500-r1 --keep shortest
+    """
+    from distill.filter import filter_corpus
+
+    _setup(verbose)
+    for name in ("input", "output"):
+        if name not in flags["run"] and not config:
+            raise UserError(f"--{name} is required")
+    filter_corpus(_run_config(FilterConfig, config, flags["run"]))
 
 
 @app.command()

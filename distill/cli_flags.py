@@ -22,6 +22,9 @@ from distill.config import Leaf, leaves
 def _option(leaf: Leaf) -> tuple[Any, Any]:
     help_text = leaf.help
     tp = leaf.type
+    if tp == list[str]:
+        help_text += " (comma-separated)"
+        tp = str
     if get_origin(tp) is Literal:
         help_text += " [" + "|".join(str(a) for a in get_args(tp)) + "]"
         tp = str
@@ -62,8 +65,11 @@ def config_flags(**groups: type) -> Callable[[Callable[..., Any]], Callable[...,
             flags: dict[str, dict[str, Any]] = {g: {} for g in groups}
             for name, (group, leaf) in mapping.items():
                 value = kwargs.pop(name)
-                if value is not None:
-                    flags[group][leaf.path] = str(value) if isinstance(value, Path) else value
+                if value is None:
+                    continue
+                if leaf.type == list[str]:
+                    value = [v.strip() for v in value.split(",") if v.strip()]
+                flags[group][leaf.path] = str(value) if isinstance(value, Path) else value
             return fn(flags=flags, **kwargs)
 
         wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]

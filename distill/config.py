@@ -206,6 +206,6 @@ def leaves(cls: type, prefix: str = "") -> Iterator[Leaf]:
         base = inner[0] if get_origin(tp) in (Union, types.UnionType) and len(inner) == 1 else tp
         if dataclasses.is_dataclass(base):
             yield from leaves(base, f"{prefix}{f.name}.")
-        elif base in (int, float, str, bool, Path) or get_origin(base) is Literal:
+        elif base in (int, float, str, bool, Path, list[str]) or get_origin(base) is Literal:
             flag = f.metadata.get("flag") or f.name.replace("_", "-")
             yield Leaf(f"{prefix}{f.name}", flag, base, f.metadata.get("help", ""))

@@ -14,40 +14,47 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from distill import __version__
 from distill.errors import UserError
+
+if TYPE_CHECKING:  # pyarrow is imported where used: `distill --help` must stay instant
+    import pyarrow as pa
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SHARD_RE = re.compile(r"^shard-(\d{5,})\.parquet$")
 
-SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("problem_id", pa.string()),
-        ("sample_index", pa.int64()),
-        ("problem", pa.string()),
-        ("domain", pa.string()),
-        ("reference", pa.string()),
-        ("messages", pa.string()),
-        ("completion", pa.string()),
-        ("reasoning", pa.string()),
-        ("answer", pa.string()),
-        ("finish_reason", pa.string()),
-        ("prompt_tokens", pa.int64()),
-        ("completion_tokens", pa.int64()),
-        ("teacher", pa.string()),
-        ("sampling", pa.string()),
-        ("error", pa.string()),
-    ]
-)
-FIELDS = SCHEMA.names
+# (name, pyarrow type) of the trace record, in order (design.md).
+COLUMNS = [
+    ("id", "string"),
+    ("problem_id", "string"),
+    ("sample_index", "int64"),
+    ("problem", "string"),
+    ("domain", "string"),
+    ("reference", "string"),
+    ("messages", "string"),
+    ("completion", "string"),
+    ("reasoning", "string"),
+    ("answer", "string"),
+    ("finish_reason", "string"),
+    ("prompt_tokens", "int64"),
+    ("completion_tokens", "int64"),
+    ("teacher", "string"),
+    ("sampling", "string"),
+    ("error", "string"),
+]
+FIELDS = [name for name, _ in COLUMNS]
+
+
+@lru_cache(maxsize=1)
+def schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema([(name, getattr(pa, tp)()) for name, tp in COLUMNS])
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -65,6 +72,8 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def write_table(path: Path, table: pa.Table) -> None:
+    import pyarrow.parquet as pq
+
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     pq.write_table(table, tmp, compression="zstd")
     with open(tmp, "rb") as f:
@@ -99,6 +108,9 @@ def read_corpus(
     paths: str | Path | Iterable[str | Path], columns: list[str] | None = None
 ) -> pa.Table:
     """One table from one or several corpus folders (e.g. the parts of a sharded run)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     if isinstance(paths, str | Path):
         paths = [paths]
     tables = []
@@ -111,7 +123,7 @@ def read_corpus(
             except KeyError as e:
                 raise UserError(f"{f}: missing column {e}") from None
     if not tables:
-        return SCHEMA.empty_table() if columns is None else pa.table({c: [] for c in columns})
+        return schema().empty_table() if columns is None else pa.table({c: [] for c in columns})
     return pa.concat_tables(tables, promote_options="default")
 
 
@@ -138,9 +150,11 @@ def corpus_counts(folder: Path) -> dict[str, Any]:
 
 
 def read_corpus_or_empty(folder: Path, columns: list[str]) -> pa.Table:
+    import pyarrow as pa
+
     shards = shard_paths(folder)
     if not shards:
-        return pa.table({c: pa.array([], SCHEMA.field(c).type) for c in columns})
+        return pa.table({c: pa.array([], schema().field(c).type) for c in columns})
     return read_corpus(shards, columns=columns)
 
 
@@ -160,8 +174,10 @@ class CorpusWriter:
         self.write_manifest()
 
     def write_shard(self, rows: list[dict[str, Any]]) -> Path:
+        import pyarrow as pa
+
         path = self.folder / f"shard-{self.next_index:05d}.parquet"
-        write_table(path, pa.Table.from_pylist(rows, schema=SCHEMA))
+        write_table(path, pa.Table.from_pylist(rows, schema=schema()))
         self.next_index += 1
         return path
 
@@ -193,6 +209,8 @@ def iter_rows(table: pa.Table, batch_size: int = 1024) -> Iterator[dict[str, Any
 
 def merge_corpora(inputs: list[Path], output: Path, overwrite: bool = False) -> dict[str, Any]:
     """Join the folders of a sharded run (`--shard I/N`) into one corpus, exactly once."""
+    import pyarrow.parquet as pq
+
     manifests = []
     for folder in inputs:
         m = read_manifest(folder)
@@ -219,7 +237,7 @@ def merge_corpora(inputs: list[Path], output: Path, overwrite: bool = False) -> 
     duplicates = 0
     for folder in inputs:
         for shard in shard_paths(folder):
-            table = pq.read_table(shard).cast(SCHEMA)
+            table = pq.read_table(shard).cast(schema())
             ids = table.column("id").to_pylist()
             keep = [i for i, row_id in enumerate(ids) if row_id not in seen]
             duplicates += len(ids) - len(keep)

@@ -60,7 +60,13 @@ def test_override_and_assignments():
 
 def test_leaves_flatten_nested_fields():
     flags = {leaf.flag: leaf.path for leaf in leaves(Outer)}
-    assert flags == {"name": "name", "mode": "mode", "ratio": "ratio", "size": "inner.size"}
+    assert flags == {
+        "name": "name",
+        "mode": "mode",
+        "ratio": "ratio",
+        "size": "inner.size",
+        "tags": "tags",
+    }
 
 
 def test_load_yaml_errors(tmp_path):
