@@ -1,0 +1,62 @@
+"""Maths answers with math-verify: gold from the reference, prediction from the answer part.
+
+`verify(gold, prediction)` in that order: the function is not symmetric (assignments and
+equation-to-interval conversion treat the two sides differently), and open-r1 shipped the
+reverse for months.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from distill.verdict import Verdict, failed, passed, undecided
+
+
+@lru_cache(maxsize=1)
+def _configs() -> tuple[list[Any], list[Any]]:
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig
+
+    gold = [LatexExtractionConfig(), ExprExtractionConfig()]
+    # The prediction: \boxed{} first, then math-verify's other LaTeX anchors, then plain expressions.
+    pred = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+    return gold, pred
+
+
+def parse_gold(reference: str, timeout: int | None = 5) -> list[Any]:
+    """Only golds math-verify really parses count: no fallback to the raw string, so an
+    unparseable reference is reported as such instead of being compared as text."""
+    from math_verify import parse
+
+    text = reference.strip()
+    if "$" not in text and "\\boxed" not in text and "\\(" not in text:
+        text = f"${text}$"
+    return parse(
+        text, extraction_config=_configs()[0], fallback_mode="no_fallback", parsing_timeout=timeout
+    )
+
+
+def check_math(reference: str | None, answer: str, timeout: int | None = 5) -> Verdict:
+    """Correctness of a maths answer; `reference` is the record's JSON gold answer.
+
+    `timeout` is math-verify's own SIGALRM limit; `distill filter` passes None and kills the
+    worker instead, so a timeout is reported as `verify_timeout`, never as a wrong answer.
+    """
+    from math_verify import parse, verify
+
+    gold_text = json.loads(reference) if reference else None
+    if gold_text is None or not str(gold_text).strip():
+        return undecided("unverifiable_reference", gold=None)
+    gold = parse_gold(str(gold_text), timeout)
+    if not gold:
+        return undecided("unverifiable_reference", gold=str(gold_text))
+    if not answer.strip():
+        return failed("no_answer", gold=str(gold_text))
+    pred = parse(answer, extraction_config=_configs()[1], parsing_timeout=timeout)
+    if not pred:
+        return failed("no_answer", gold=str(gold_text))
+    details = {"gold": str(gold_text), "extracted": str(pred[-1])}
+    if verify(gold, pred, timeout_seconds=timeout):
+        return passed(**details)
+    return failed("wrong_answer", **details)

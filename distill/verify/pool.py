@@ -1,0 +1,128 @@
+"""A process pool whose per-item wall-clock limit kills the stuck worker, not the run.
+
+math-verify's own timeouts use SIGALRM, which works only in a main thread, and a sympy call
+on `9^9^9^9` or 100k characters of LaTeX can run for hours. Each item here has a deadline;
+an overdue worker is SIGKILLed, its item reported as timed out, the item queued behind it
+handed to a fresh worker. Each worker holds at most `depth` items (one running, the next
+already in its pipe), so it never waits for the dispatcher and a slow item delays little.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+Item = tuple[Any, Any, float]  # (key, payload, timeout seconds)
+
+
+@dataclass
+class Outcome:
+    key: Any
+    value: Any = None
+    failure: str | None = None  # "timeout" or "crash: ..." when no value came back
+
+
+def _worker(fn: Callable[[Any], Any], conn: Connection) -> None:
+    while True:
+        item = conn.recv()
+        if item is None:
+            return
+        key, payload = item
+        try:
+            conn.send((key, fn(payload), None))
+        except Exception as e:  # a check that raises is a bug, reported per item
+            conn.send((key, None, f"crash: {type(e).__name__}: {e}"))
+
+
+class _Slot:
+    def __init__(self, ctx: Any, fn: Callable[[Any], Any]):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker, args=(fn, child), daemon=True)
+        self.proc.start()
+        child.close()
+        self.inflight: deque[Item] = deque()
+        self.started = 0.0  # when the item at the front of `inflight` began
+
+    def send(self, item: Item) -> None:
+        if not self.inflight:
+            self.started = time.monotonic()
+        self.inflight.append(item)
+        self.conn.send((item[0], item[1]))
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.join()
+        self.conn.close()
+
+
+def run_pool(
+    fn: Callable[[Any], Any],
+    items: Iterable[Item],
+    workers: int,
+    depth: int = 2,
+    preload: list[str] | None = None,
+) -> Iterator[Outcome]:
+    """Apply `fn` to every payload in `workers` processes; yields outcomes as they finish."""
+    ctx = mp.get_context("forkserver")
+    # Workers fork from a server that already imported the checks: a replacement after a
+    # timeout starts in milliseconds instead of re-importing sympy.
+    ctx.set_forkserver_preload(preload or [])
+    source = iter(items)
+    pending: deque[Item] = deque()
+    slots = [_Slot(ctx, fn) for _ in range(max(1, workers))]
+
+    def fill(slot: _Slot) -> None:
+        while len(slot.inflight) < depth:
+            item = pending.popleft() if pending else next(source, None)
+            if item is None:
+                return
+            slot.send(item)
+
+    try:
+        for slot in slots:
+            fill(slot)
+        while any(s.inflight for s in slots):
+            now = time.monotonic()
+            busy = [s for s in slots if s.inflight]
+            wake = min(s.started + s.inflight[0][2] for s in busy)
+            ready = wait([s.conn for s in busy], timeout=max(0.0, wake - now))
+            for i, slot in enumerate(slots):
+                if not slot.inflight:
+                    continue
+                if slot.conn in ready:
+                    try:
+                        key, value, failure = slot.conn.recv()
+                    except (EOFError, OSError):
+                        # the worker died (segfault, OOM kill): its current item is the culprit
+                        key, _, _ = slot.inflight.popleft()
+                        pending.extendleft(reversed(slot.inflight))
+                        slot.inflight.clear()
+                        slot.kill()
+                        slots[i] = slot = _Slot(ctx, fn)
+                        yield Outcome(key, failure="crash: worker died")
+                    else:
+                        slot.inflight.popleft()
+                        slot.started = time.monotonic()
+                        yield Outcome(key, value, failure)
+                elif time.monotonic() - slot.started > slot.inflight[0][2]:
+                    key, _, _ = slot.inflight.popleft()
+                    pending.extendleft(reversed(slot.inflight))
+                    slot.inflight.clear()
+                    slot.kill()
+                    slots[i] = slot = _Slot(ctx, fn)
+                    yield Outcome(key, failure="timeout")
+                fill(slot)
+    finally:
+        for slot in slots:
+            if slot.proc.is_alive():
+                with contextlib.suppress(OSError):
+                    slot.conn.send(None)
+                slot.proc.join(timeout=1)
+                if slot.proc.is_alive():
+                    slot.kill()

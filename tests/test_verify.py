@@ -1,0 +1,134 @@
+"""Correctness checks: maths (math-verify), multiple choice, and the killing pool."""
+
+import json
+import time
+
+import pytest
+
+from distill.verify import VerifyConfig, check_correctness
+from distill.verify.choice import check_choice, extract_choice
+from distill.verify.maths import check_math
+
+BOX = "\\boxed{{{}}}"
+
+
+@pytest.mark.parametrize(
+    "gold, answer, ok",
+    [
+        ("\\frac{1}{2}", "So the answer is \\boxed{\\dfrac{1}{2}}.", True),
+        ("\\frac{1}{2}", BOX.format("0.5"), True),
+        ("0.5", BOX.format("\\frac12"), True),
+        ("[2, 5)", "The interval is \\boxed{[2,5)}", True),
+        ("(2, 5)", BOX.format("[2,5)"), False),
+        ("7425000", BOX.format("7,425,000"), True),
+        ("7,425,000", BOX.format("7425000"), True),
+        ("5", BOX.format("5 \\text{ cm}"), True),
+        ("12", BOX.format("12\\ \\text{meters}"), True),
+        ("30^\\circ", BOX.format("30"), True),
+        ("30", BOX.format("30^{\\circ}"), True),
+        ("\\{1,2,3\\}", BOX.format("\\{3,2,1\\}"), True),
+        (
+            "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}",
+            BOX.format("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}"),
+            True,
+        ),
+        ("\\sqrt{2}", BOX.format("2^{1/2}"), True),
+        ("x^2+2x+1", BOX.format("(x+1)^2"), True),
+        ("6", BOX.format("7"), False),
+        ("\\frac{1}{3}", BOX.format("0.33"), False),
+        ("-2", BOX.format("2"), False),
+        ("42", "I think it is 42.", True),  # no box: math-verify's other extractors
+        ("\\{2, 3\\}", "The roots are \\boxed{2} and \\boxed{3}", True),  # math-verify joins boxes
+    ],
+)
+def test_math_equivalence(gold, answer, ok):
+    verdict = check_math(json.dumps(gold), answer)
+    assert verdict.ok is ok, verdict
+    assert verdict.reason == (None if ok else "wrong_answer")
+
+
+def test_gold_first_argument_order():
+    # verify() is not symmetric: an inequality gold accepts an interval prediction, not the
+    # reverse. open-r1 passed (prediction, gold) for months.
+    assert check_math(json.dumps("1<x<2"), BOX.format("(1,2)")).ok is True
+    assert check_math(json.dumps("(1,2)"), BOX.format("1<x<2")).ok is False
+
+
+@pytest.mark.parametrize("gold", [None, "", "\\weird{{", "\\undefinedcommand{"])
+def test_unparseable_gold_is_undecided_not_a_pass(gold):
+    verdict = check_math(None if gold is None else json.dumps(gold), BOX.format("6"))
+    assert verdict.ok is None and verdict.reason == "unverifiable_reference"
+
+
+def test_no_answer():
+    assert check_math(json.dumps("4"), "").reason == "no_answer"
+    assert check_math(json.dumps("4"), "I cannot solve this.").reason == "no_answer"
+
+
+@pytest.mark.parametrize(
+    "answer, letter",
+    [
+        ("So the answer is \\boxed{C}.", "C"),
+        ("\\boxed{\\text{(D)}}", "D"),
+        ("Answer: B", "B"),
+        ("The correct answer is (A).", "A"),
+        ("**Answer:** (J)", "J"),
+        ("Looking at the options, (B) is wrong, so it must be (C).", "C"),
+        ("After checking everything\nE", "E"),
+        ("The final answer is: F.", "F"),
+        ("I believe the answer is unclear.", None),
+        ("Answer: I think so", None),
+    ],
+)
+def test_choice_extraction(answer, letter):
+    assert extract_choice(answer) == letter
+
+
+def test_choice_verdicts():
+    assert check_choice(json.dumps("C"), "\\boxed{C}").ok is True
+    assert check_choice(json.dumps("C"), "\\boxed{A}").reason == "wrong_answer"
+    assert check_choice(json.dumps("C"), "no idea").reason == "no_answer"
+    assert check_choice(json.dumps("maybe"), "\\boxed{A}").reason == "unverifiable_reference"
+
+
+def test_text_domain():
+    cfg = VerifyConfig()
+    no_ref = check_correctness({"domain": "text", "reference": None, "answer": "hi"}, cfg)
+    assert no_ref.ok is None and no_ref.reason is None  # nothing to verify, not a failure
+    with_ref = check_correctness(
+        {"domain": "text", "reference": json.dumps("Paris"), "answer": "Paris"}, cfg
+    )
+    assert with_ref.reason == "unverifiable_reference"  # rules cannot decide: the judge can
+
+
+def _check(payload):
+    from distill.verify import VerifyConfig, check_correctness
+
+    return check_correctness(payload, VerifyConfig()).as_dict()
+
+
+def test_adversarial_maths_is_bounded_by_the_timeout():
+    from distill.verify.pool import run_pool
+
+    tower = "\\boxed{9^{9^{9^{9^{9}}}}}"
+    huge = "\\boxed{" + "+".join(f"\\frac{{{i}}}{{{i + 1}}}x^{{{i}}}" for i in range(4000)) + "}"
+    assert len(huge) > 60_000
+    rows = {
+        "tower": {"domain": "math", "reference": json.dumps("5"), "answer": tower},
+        "huge": {"domain": "math", "reference": json.dumps("5"), "answer": huge},
+        **{
+            f"ok{i}": {"domain": "math", "reference": json.dumps(str(i)), "answer": BOX.format(i)}
+            for i in range(20)
+        },
+    }
+    t = time.monotonic()
+    outcomes = {
+        o.key: o for o in run_pool(_check, ((k, r, 3.0) for k, r in rows.items()), workers=2)
+    }
+    elapsed = time.monotonic() - t
+    assert all(outcomes[f"ok{i}"].value["ok"] is True for i in range(20))
+    for key in ("tower", "huge"):
+        o = outcomes[key]
+        assert o.failure == "timeout" or (o.value and o.value["ok"] is False), o
+    # two adversarial rows in parallel on two workers: about one timeout, never their sum of hours
+    assert elapsed < 3.0 * 2 + 10, elapsed
