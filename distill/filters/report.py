@@ -1,0 +1,227 @@
+"""The filter report: counts per reason and per domain, hard problems, lengths; as
+report.json, report.md, stats.json, a length plot and a table on the terminal."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from distill.config import to_dict
+from distill.log import console
+from distill.records import atomic_write_bytes, atomic_write_json
+
+REASONS = {
+    "wrong_answer": "the verified answer differs from the reference (or a code test failed)",
+    "no_answer": "no answer could be extracted after </think>",
+    "unverifiable_reference": "the reference cannot be parsed, so correctness is undecided",
+    "verify_timeout": "verification exceeded its wall-clock limit and was killed",
+    "verify_error": "the checker itself failed on this row",
+    "judge_incorrect": "the generative judge said incorrect",
+    "judge_unparseable": "the judge's reply did not follow the verdict format",
+    "truncated": "generation stopped at the length limit or failed",
+    "bad_format": "not exactly one <think>...</think>, or empty reasoning or answer",
+    "language_mixing": "the reasoning is not in the problem's language",
+    "long_paragraph": "a paragraph of the reasoning is longer than the limit",
+    "code_block": "fenced code in the reasoning or answer of a non-code problem",
+    "repetition": "degenerate loops: a repeated line or duplicated n-grams",
+    "too_long": "over the token budget",
+    "duplicate": "an exact duplicate completion, or a near-duplicate of an earlier problem",
+    "contaminated": "shares an n-gram with a benchmark problem",
+    "not_selected": "passed, but the per-problem selection kept other samples",
+}
+
+
+def _summary(values: list[int]) -> dict[str, Any]:
+    if not values:
+        return {"count": 0, "min": 0, "mean": 0, "median": 0, "max": 0}
+    return {
+        "count": len(values),
+        "min": min(values),
+        "mean": round(statistics.fmean(values), 1),
+        "median": statistics.median(values),
+        "max": max(values),
+    }
+
+
+def build_report(
+    cfg: Any,
+    decisions: dict[str, dict[str, Any]],
+    info: dict[str, Any],
+    input_key: dict[str, Any],
+    started: float,
+) -> dict[str, Any]:
+    meta = info["meta"]
+    reasons: Counter[str] = Counter()
+    domains: dict[str, Counter[str]] = defaultdict(Counter)
+    correct: Counter[str] = Counter()
+    lengths: dict[str, list[int]] = {"kept": [], "rejected": []}
+    for row_id, d in decisions.items():
+        split = "kept" if d["kept"] else "rejected"
+        reasons.update(d["reasons"])
+        domains[meta[row_id]["domain"]]["in"] += 1
+        domains[meta[row_id]["domain"]][split] += 1
+        correct[str(d["correct"]).lower() if d["correct"] is not None else "null"] += 1
+        lengths[split].append(meta[row_id]["length"])
+    total = len(decisions)
+    kept = len(lengths["kept"])
+    return {
+        "input": input_key,
+        "counts": {
+            "in": total,
+            "kept": kept,
+            "rejected": total - kept,
+            "kept_fraction": round(kept / total, 4) if total else 0.0,
+        },
+        "reasons": dict(reasons.most_common()),
+        "domains": {
+            d: {"in": c["in"], "kept": c["kept"], "rejected": c["rejected"]}
+            for d, c in sorted(domains.items())
+        },
+        "correct": dict(correct),
+        "problems": {
+            "total": info["problems"],
+            "with_kept_samples": info["problems"] - len(info["nothing_passed"]),
+            "nothing_passed": info["nothing_passed"],
+        },
+        "contaminated": [{"problem_id": k, **v} for k, v in info["contaminated_problems"].items()],
+        "near_duplicate_problems": [
+            {"problem_id": k, **v} for k, v in info["near_duplicate_problems"].items()
+        ],
+        "lengths_tokens": {k: _summary(v) for k, v in lengths.items()},
+        "reason_vocabulary": {r: REASONS.get(r, "") for r in reasons},
+        "config": to_dict(cfg),
+        "wall_time_s": round(time.time() - started, 2),
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    c = report["counts"]
+    lines = [
+        "# Filter report",
+        "",
+        f"Input: `{report['input']['path']}`: {c['in']:,} rows, {report['problems']['total']:,} problems.",
+        "",
+        "| rows | count | share |",
+        "|---|---:|---:|",
+        f"| in | {c['in']:,} | 100% |",
+        f"| kept | {c['kept']:,} | {100 * c['kept_fraction']:.1f}% |",
+        f"| rejected | {c['rejected']:,} | {100 * (1 - c['kept_fraction']):.1f}% |",
+        "",
+        "## Rejections by reason",
+        "",
+        "A row counts under every reason it failed, so these can add up to more than the rejected rows.",
+        "",
+        "| reason | rows | meaning |",
+        "|---|---:|---|",
+        *(f"| `{r}` | {n:,} | {REASONS.get(r, '')} |" for r, n in report["reasons"].items()),
+        "",
+        "## By domain",
+        "",
+        "| domain | in | kept | rejected |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {d} | {v['in']:,} | {v['kept']:,} | {v['rejected']:,} |"
+            for d, v in report["domains"].items()
+        ),
+        "",
+        "## Lengths (tokens)",
+        "",
+        "| split | count | min | median | mean | max |",
+        "|---|---:|---:|---:|---:|---:|",
+        *(
+            f"| {k} | {v['count']:,} | {v['min']:,} | {v['median']:,} | {v['mean']:,} | {v['max']:,} |"
+            for k, v in report["lengths_tokens"].items()
+        ),
+        "",
+        "![lengths](lengths.png)",
+        "",
+        f"## Hard problems: no sample passed ({len(report['problems']['nothing_passed']):,})",
+        "",
+    ]
+    hard = report["problems"]["nothing_passed"]
+    lines += [f"- `{pid}`" for pid in hard[:200]] or ["none"]
+    if len(hard) > 200:
+        lines.append(f"- ... and {len(hard) - 200:,} more (report.json has them all)")
+    if report["contaminated"]:
+        lines += [
+            "",
+            "## Contaminated problems",
+            "",
+            "| problem | benchmark | matching n-gram |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| `{x['problem_id']}` | {x['benchmark']} | {x['ngram']} |"
+            for x in report["contaminated"]
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_lengths(
+    path: Path, decisions: dict[str, dict[str, Any]], meta: dict[str, dict[str, Any]]
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kept = [meta[k]["length"] for k, d in decisions.items() if d["kept"]]
+    rejected = [meta[k]["length"] for k, d in decisions.items() if not d["kept"]]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    top = max([*kept, *rejected, 1])
+    bins = [top * i / 40 for i in range(41)]
+    ax.hist(
+        [kept, rejected],
+        bins=bins,
+        label=[f"kept ({len(kept):,})", f"rejected ({len(rejected):,})"],
+        color=["tab:green", "tab:red"],
+        alpha=0.8,
+    )
+    ax.set_xlabel("completion tokens")
+    ax.set_ylabel("rows")
+    ax.set_title("Completion lengths: kept vs rejected")
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_report(
+    out: Path,
+    report: dict[str, Any],
+    decisions: dict[str, dict[str, Any]],
+    meta: dict[str, dict[str, Any]],
+) -> None:
+    atomic_write_json(out / "report.json", report)
+    atomic_write_bytes(out / "report.md", markdown(report).encode())
+    stats = {
+        "counts": report["counts"],
+        "lengths_tokens": report["lengths_tokens"],
+        "wall_time_s": report["wall_time_s"],
+    }
+    atomic_write_json(out / "stats.json", stats)
+    plot_lengths(out / "lengths.png", decisions, meta)
+
+
+def print_report(report: dict[str, Any], out: Path) -> None:
+    from rich.table import Table
+
+    c = report["counts"]
+    table = Table(title=f"distill filter → {out}")
+    table.add_column("rows")
+    table.add_column("count", justify="right")
+    table.add_row("in", f"{c['in']:,}")
+    table.add_row("kept", f"{c['kept']:,} ({100 * c['kept_fraction']:.1f}%)")
+    table.add_row("rejected", f"{c['rejected']:,}")
+    for reason, n in report["reasons"].items():
+        table.add_row(f"  {reason}", f"{n:,}")
+    table.add_row(
+        "problems with nothing kept",
+        f"{len(report['problems']['nothing_passed']):,} / {report['problems']['total']:,}",
+    )
+    console.print(table)

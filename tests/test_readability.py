@@ -1,0 +1,161 @@
+"""R1's readability rules, each on hand-written traces."""
+
+import pytest
+
+from distill.filters import readability as R
+from distill.filters.rows import CHECKS, RowChecksConfig
+
+CFG = RowChecksConfig()
+EN = "Find the value of $x$ such that $3x + 5 = 20$."
+ZH = "求满足 $3x + 5 = 20$ 的 $x$ 的值。"
+
+
+def row(
+    problem=EN,
+    reasoning="We subtract 5 and divide by 3, so x is 5.",
+    answer="\\boxed{5}",
+    domain="math",
+    finish="stop",
+):
+    return {
+        "problem": problem,
+        "reasoning": reasoning,
+        "answer": answer,
+        "domain": domain,
+        "completion": f"<think>\n{reasoning}\n</think>\n\n{answer}",
+        "finish_reason": finish,
+    }
+
+
+def test_check_names_agree():
+    assert list(R.CHECKS) == CHECKS
+
+
+def test_truncated():
+    assert R.check_truncated(row(finish="length"), CFG).reason == "truncated"
+    assert R.check_truncated(row(finish="error"), CFG).reason == "truncated"
+    assert R.check_truncated(row(), CFG).ok
+
+
+@pytest.mark.parametrize(
+    "completion, reasoning, answer, ok",
+    [
+        ("<think>\nr\n</think>\n\na", "r", "a", True),
+        ("<think>\nr\n</think>\n\n", "r", "", False),  # no summary
+        ("<think>\n\n</think>\n\na", "", "a", False),  # empty reasoning
+        (
+            "<think>\na\n</think>\nb\n<think>\nc\n</think>\n\nd",
+            "a...c",
+            "d",
+            False,
+        ),  # repeated tags
+        ("<think>\nnever closed", "never closed", "", False),
+        ("r\n</think>\n\na", "r", "a", False),  # no opening tag
+    ],
+)
+def test_bad_format(completion, reasoning, answer, ok):
+    verdict = R.check_bad_format(
+        {"completion": completion, "reasoning": reasoning, "answer": answer}, CFG
+    )
+    assert verdict.ok is ok and (ok or verdict.reason == "bad_format")
+
+
+def test_chinese_reasoning_on_english_problem_is_flagged():
+    v = R.check_language_mixing(
+        row(EN, "首先，我们有 $3x + 5 = 20$，所以 $3x = 15$，因此 $x = 5$。我们验证一下，正确。"),
+        CFG,
+    )
+    assert v.reason == "language_mixing" and v.details["share"] < 0.1
+
+
+def test_chinese_reasoning_on_chinese_problem_is_fine():
+    v = R.check_language_mixing(
+        row(
+            ZH,
+            "首先，我们有 $3x + 5 = 20$，所以 $3x = 15$，因此 $x = 5$。验证：3乘5加5等于20，正确。",
+        ),
+        CFG,
+    )
+    assert v.ok and v.details["expected"] == ["han"]
+
+
+def test_latex_heavy_maths_is_not_mixing():
+    heavy = (
+        "We have $\\frac{\\sqrt{3}}{2} = \\sin(\\theta)$, so $\\theta = \\frac{\\pi}{3}$. "
+        "\\[ \\int_0^1 x^2 \\, dx = \\frac{1}{3} \\] Then α + β = π and x_1, y_2 satisfy \\begin{align} a &= b \\end{align}."
+    )
+    assert R.check_language_mixing(row(EN, heavy), CFG).ok
+    # on a Chinese problem the same LaTeX does not count as English words
+    zh = (
+        "因为 $\\frac{\\sqrt{3}}{2} = \\sin(\\theta)$，所以 $\\theta = \\frac{\\pi}{3}$。"
+        "\\[ \\int_0^1 x^2 \\, dx = \\frac{1}{3} \\] 设 x 和 y 满足 \\begin{align} a &= b \\end{align}，所以答案是三分之一。"
+    )
+    assert R.check_language_mixing(row(ZH, zh), CFG).ok
+
+
+def test_mixing_within_a_trace_and_other_scripts():
+    mixed = "首先我们需要计算这个值，然后 let me double check the arithmetic here again carefully。所以答案是五。"
+    v = R.check_language_mixing(row(ZH, mixed), CFG)
+    assert v.reason == "language_mixing" and 0.3 < v.details["share"] < 0.95
+    assert (
+        R.check_language_mixing(row(EN, "Сначала решим уравнение и проверим ответ."), CFG).reason
+        == "language_mixing"
+    )
+    jp = "まず、方程式を解きます。答えは5です。"
+    assert R.check_language_mixing(row("方程式 $3x+5=20$ を解きなさい。", jp), CFG).ok
+
+
+def test_long_paragraph():
+    short = "\n\n".join(["A normal paragraph of reasoning. " * 10] * 20)
+    assert R.check_long_paragraph(row(reasoning=short), CFG).ok
+    long = short + "\n\n" + "This paragraph just goes on. " * 200
+    v = R.check_long_paragraph(row(reasoning=long), CFG)
+    assert v.reason == "long_paragraph" and v.details["chars"] > CFG.max_paragraph_chars
+
+
+def test_code_block():
+    v = R.check_code_block(
+        row(answer="So \\boxed{5}.\n```python\nprint(5)\n```"), CFG
+    )  # python in a maths answer
+    assert v.reason == "code_block" and v.details["where"] == "answer"
+    assert (
+        R.check_code_block(row(reasoning="Let me code it:\n```\nx=1\n```"), CFG).reason
+        == "code_block"
+    )
+    assert R.check_code_block(row(answer="```python\nprint(5)\n```", domain="code"), CFG).ok
+
+
+def test_looping_trace_is_repetition():
+    loop = "Let me start.\n" + "\n".join(["Wait, I need to recompute the total sum again."] * 30)
+    v = R.check_repetition(row(reasoning=loop), CFG)
+    assert v.reason == "repetition" and v.details["repeats"] > 10
+    inline_loop = (
+        "First, 2 + 2 = 4. "
+        + "So the answer is 4 and then we check that 2 + 2 = 4 again and " * 120
+    )
+    v = R.check_repetition(row(reasoning=inline_loop), CFG)
+    assert v.reason == "repetition" and v.details["dup_10gram_frac"] > 0.9
+    ordinary = "\n\n".join(
+        f"Step {i}: multiply {i} by {i + 3} to get {i * (i + 3)}, then add {7 * i}."
+        for i in range(200)
+    )
+    assert R.check_repetition(row(reasoning=ordinary), CFG).ok
+
+
+def test_too_long_character_proxy_and_tokenizer(tiny_qwen):
+    assert R.check_too_long(row(reasoning="x" * 1000), CFG).ok
+    v = R.check_too_long(row(reasoning="x " * 100_000), CFG)
+    assert v.reason == "too_long" and v.details["counted_by"] == "chars/3.6"
+    cfg = RowChecksConfig(max_tokens=50, tokenizer=str(tiny_qwen))
+    v = R.check_too_long(row(reasoning="word " * 100), cfg)
+    assert v.reason == "too_long" and v.details["counted_by"] == str(tiny_qwen)
+
+
+def test_gopher_duplicate_ngram_fraction():
+    assert R.duplicate_ngram_fraction(" ".join(str(i) for i in range(200)), 10) == 0.0
+    assert R.duplicate_ngram_fraction("a b c d e f g h i j k l " * 5, 10) == 1.0
+
+
+def test_unknown_check_is_a_config_error():
+    with pytest.raises(ValueError, match="unknown check 'spelling'"):
+        RowChecksConfig(checks=["spelling"])
