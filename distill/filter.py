@@ -50,6 +50,10 @@ ROW_FIELDS = ("id", "problem_id", "sample_index", "problem", "domain", "referenc
 FILTER_COLUMNS = ("correct", "kept", "reasons", "checks")
 WORK = ".work"
 CACHE_EVERY = 2000
+# imported once in the fork server, so every worker (and every replacement after a
+# timeout kill) starts warm instead of importing sympy on its first row
+PRELOAD = ["distill.filters.rows", "distill.filters.readability", "distill.verify.maths",
+           "distill.verify.choice", "distill.verify.code_tests", "math_verify"]  # fmt: skip
 SHARD_ROWS = 10_000
 
 
@@ -232,7 +236,7 @@ def _verify_rows(
     started, fresh = time.time(), 0
     with bar:
         task = bar.add_task("verify", total=total, rate="-")
-        for out in run_pool(check_row, todo(), workers, preload=["distill.filters.rows"]):
+        for out in run_pool(check_row, todo(), workers, preload=PRELOAD):
             limit = limits.pop(out.key)
             if out.failure == "timeout":
                 checks = {

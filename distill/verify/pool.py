@@ -49,11 +49,16 @@ class _Slot:
         self.inflight: deque[Item] = deque()
         self.started = 0.0  # when the item at the front of `inflight` began
 
-    def send(self, item: Item) -> None:
+    def send(self, item: Item) -> bool:
+        """False when the worker is already gone (the caller replaces it)."""
         if not self.inflight:
             self.started = time.monotonic()
         self.inflight.append(item)
-        self.conn.send((item[0], item[1]))
+        try:
+            self.conn.send((item[0], item[1]))
+        except (BrokenPipeError, OSError):
+            return False
+        return True
 
     def kill(self) -> None:
         self.proc.kill()
@@ -77,16 +82,31 @@ def run_pool(
     pending: deque[Item] = deque()
     slots = [_Slot(ctx, fn) for _ in range(max(1, workers))]
 
-    def fill(slot: _Slot) -> None:
-        while len(slot.inflight) < depth:
+    failures = 0  # workers in a row that died before finishing anything
+
+    def fill(i: int) -> None:
+        while len(slots[i].inflight) < depth:
             item = pending.popleft() if pending else next(source, None)
             if item is None:
                 return
-            slot.send(item)
+            if not slots[i].send(item):
+                restart(i)
+
+    def restart(i: int) -> None:
+        """Replace a dead worker; its unfinished items go back to the front of the queue."""
+        nonlocal failures
+        failures += 1
+        if failures > 3 * len(slots):
+            raise RuntimeError("worker processes keep dying before finishing any item")
+        slot = slots[i]
+        pending.extendleft(reversed(slot.inflight))
+        slot.inflight.clear()
+        slot.kill()
+        slots[i] = _Slot(ctx, fn)
 
     try:
-        for slot in slots:
-            fill(slot)
+        for i in range(len(slots)):
+            fill(i)
         while any(s.inflight for s in slots):
             now = time.monotonic()
             busy = [s for s in slots if s.inflight]
@@ -101,23 +121,19 @@ def run_pool(
                     except (EOFError, OSError):
                         # the worker died (segfault, OOM kill): its current item is the culprit
                         key, _, _ = slot.inflight.popleft()
-                        pending.extendleft(reversed(slot.inflight))
-                        slot.inflight.clear()
-                        slot.kill()
-                        slots[i] = slot = _Slot(ctx, fn)
+                        restart(i)
                         yield Outcome(key, failure="crash: worker died")
                     else:
                         slot.inflight.popleft()
                         slot.started = time.monotonic()
+                        failures = 0
                         yield Outcome(key, value, failure)
                 elif time.monotonic() - slot.started > slot.inflight[0][2]:
                     key, _, _ = slot.inflight.popleft()
-                    pending.extendleft(reversed(slot.inflight))
-                    slot.inflight.clear()
-                    slot.kill()
-                    slots[i] = slot = _Slot(ctx, fn)
+                    restart(i)
+                    failures -= 1  # a timeout is the item's fault, not the worker's
                     yield Outcome(key, failure="timeout")
-                fill(slot)
+                fill(i)
     finally:
         for slot in slots:
             if slot.proc.is_alive():

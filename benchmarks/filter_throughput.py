@@ -1,0 +1,174 @@
+"""Throughput of `distill filter`, measured against baselines in the same run.
+
+    python benchmarks/filter_throughput.py [--rows 5000] [--workers N]
+
+1. Verification: a sequential loop of math-verify parse + verify (the open-r1 way: one
+   process, math-verify's own signal timeouts) vs `distill filter` (the whole stage: parquet in,
+   per-row checks in worker processes, kept/rejected/report out) on the same maths traces.
+   Prints rows/s of each and the ratio (goal >= 1.6x on 2 cores).
+2. Adversarial rows (power towers, 60k-character LaTeX) cost no more than their timeout.
+3. Readability checks alone, one core, on 8k-token traces: rows/s (goal >= 2,000).
+
+Golds come from MATH-500 (../shared/benchmarks) when present, else a built-in list; traces
+are synthetic R1-style reasoning with a boxed answer, 70% correct.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parents[1] / "shared" / "benchmarks" / "math500.jsonl"
+FALLBACK_GOLDS = ["\\frac{1}{2}", "7425000", "[2, 5)", "\\sqrt{2}", "x^2+2x+1", "\\{1,2,3\\}", "30^\\circ", "12", "-3", "\\frac{\\sqrt{3}}{2}"]  # fmt: skip
+SENTENCES = [
+    "Let me compute {a} times {b}, which gives {c}.",
+    "Wait, maybe I should double-check the sign of the {w} term.",
+    "So we have $x^{{{a}}} + {b}x = {c}$, hence $x = \\frac{{{c}}}{{{b}}}$.",
+    "Hmm, that doesn't look right; the {w} should be {a}.",
+    "Alternatively, consider the substitution $y = x + {a}$ and expand $(y - {a})^2$.",
+    "Therefore the {w} equals {c}, and the remainder is {b}.",
+    "Now, the sum $\\sum_{{k=1}}^{{{a}}} k = {c}$ by the usual formula.",
+    "I recall that {w} numbers satisfy this only when $n \\equiv {b} \\pmod{{{a}}}$.",
+]
+WORDS = "prime even odd square triangular linear quadratic constant leading middle".split()
+
+
+def reasoning(rng: random.Random, chars: int) -> str:
+    parts, n = [], 0
+    while n < chars:
+        p = " ".join(
+            rng.choice(SENTENCES).format(a=rng.randint(2, 99), b=rng.randint(2, 99), c=rng.randint(100, 9999), w=rng.choice(WORDS))
+            for _ in range(rng.randint(2, 6))
+        )
+        parts.append(p)
+        n += len(p) + 2
+    return "\n\n".join(parts)
+
+
+def golds() -> list[str]:
+    if SHARED.is_file():
+        return [json.loads(line)["answer"] for line in SHARED.read_text().splitlines()]
+    return FALLBACK_GOLDS
+
+
+def maths_rows(n: int, seed: int = 0, chars: int = 2000) -> list[dict]:
+    rng = random.Random(seed)
+    pool = golds()
+    rows = []
+    for i in range(n):
+        gold = pool[i % len(pool)]
+        said = gold if rng.random() < 0.7 else rng.choice(pool)
+        r = reasoning(rng, chars)
+        answer = f"Putting it together, the answer is $\\boxed{{{said}}}$."
+        rows.append({
+            "id": f"q{i}/0", "problem_id": f"q{i}", "sample_index": 0, "problem": f"Problem {i}: find the value.",
+            "domain": "math", "reference": json.dumps(gold), "completion": f"<think>\n{r}\n</think>\n\n{answer}",
+            "reasoning": r, "answer": answer, "finish_reason": "stop",
+        })  # fmt: skip
+    return rows
+
+
+def write_corpus(rows: list[dict], folder: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), folder / "shard-00000.parquet")
+
+
+def sequential(rows: list[dict]) -> float:
+    """open-r1's accuracy check: parse gold, parse the answer, verify, one row after another."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    gold_cfg = [LatexExtractionConfig(), ExprExtractionConfig()]
+    pred_cfg = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+    t = time.perf_counter()
+    for row in rows:
+        gold = parse(f"${json.loads(row['reference'])}$", extraction_config=gold_cfg)
+        pred = parse(row["answer"], extraction_config=pred_cfg)
+        verify(gold, pred)
+    return time.perf_counter() - t
+
+
+def run_filter(rows: list[dict], work: Path, workers: int | None, verify_timeout: float = 10.0) -> tuple[float, dict]:
+    from distill.filter import FilterConfig, filter_corpus
+    from distill.verify import VerifyConfig
+
+    src, out = work / f"in-{len(rows)}-{time.time_ns()}", work / f"out-{time.time_ns()}"
+    write_corpus(rows, src)
+    cfg = FilterConfig(input=src, output=out, verify=VerifyConfig(workers=workers, verify_timeout=verify_timeout), progress=False)
+    t = time.perf_counter()
+    report = filter_corpus(cfg)
+    return time.perf_counter() - t, report
+
+
+def readability(n: int, tokens: int = 8000) -> float:
+    from distill.filters.readability import CHECKS
+    from distill.filters.rows import RowChecksConfig
+
+    rng = random.Random(1)
+    rows = []
+    for _ in range(n):
+        r = reasoning(rng, int(tokens * 3.6))
+        rows.append({"problem": "Find all integers $n$ such that $n^2 + 3n$ is prime.", "domain": "math", "reasoning": r,
+                     "answer": "So \\boxed{2}.", "completion": f"<think>\n{r}\n</think>\n\nSo \\boxed{{2}}.", "finish_reason": "stop"})  # fmt: skip
+    cfg = RowChecksConfig()
+    names = [c for c in cfg.checks if c != "too_long"] + ["too_long"]
+    t = time.perf_counter()
+    for row in rows:
+        for name in names:
+            CHECKS[name](row, cfg)
+    return n / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=5000)
+    ap.add_argument("--workers", type=int, default=None, help="default: every core")
+    ap.add_argument("--readability-rows", type=int, default=500)
+    args = ap.parse_args()
+    os.environ.setdefault("DISTILL_NO_PROGRESS", "1")
+    import logging
+
+    logging.disable(logging.INFO)
+    work = Path(tempfile.mkdtemp(prefix="filter-bench-"))
+    cores = len(os.sched_getaffinity(0))
+    try:
+        rows = maths_rows(args.rows)
+        seq = sequential(rows)
+        par, report = run_filter(rows, work, args.workers)
+        print(f"cores: {cores}, rows: {args.rows} maths traces (golds: {'MATH-500' if SHARED.is_file() else 'built-in'})")
+        print(f"sequential math-verify loop  {args.rows / seq:8.1f} rows/s  ({seq:.1f} s)")
+        print(f"distill filter (whole stage) {args.rows / par:8.1f} rows/s  ({par:.1f} s), kept {report['counts']['kept']}")
+        print(f"ratio distill/sequential = {seq / par:.2f}x (goal >= 1.6x on 2 cores)")
+
+        timeout = 3.0
+        adversarial = maths_rows(200, seed=2)
+        for k, answer in enumerate(["\\boxed{9^{9^{9^{9^{9}}}}}", "\\boxed{" + "+".join(f"\\frac{{{i}}}{{{i + 1}}}x^{{{i}}}" for i in range(4000)) + "}"] * 2):
+            adversarial[k]["answer"] = answer
+            adversarial[k]["completion"] = f"<think>\nx\n</think>\n\n{answer}"
+        clean_time, _ = run_filter(maths_rows(200, seed=2), work, args.workers, timeout)
+        adv_time, rep = run_filter(adversarial, work, args.workers, timeout)
+        extra = adv_time - clean_time
+        budget = 4 * timeout / min(cores, args.workers or cores)
+        print(f"adversarial: 4 rows (2 power towers, 2 x 60k-char LaTeX) add {extra:.1f} s over the clean run "
+              f"(their timeouts allow {budget:.1f} s on {min(cores, args.workers or cores)} workers); "
+              f"verify_timeout rows: {rep['reasons'].get('verify_timeout', 0)}")
+
+        rate = readability(args.readability_rows)
+        print(f"readability checks, one core, 8k-token traces: {rate:,.0f} rows/s (goal >= 2,000)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
