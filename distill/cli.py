@@ -132,6 +132,47 @@ def filter_(
 
 @app.command()
 @user_errors
+@config_flags(teacher=TeacherProfile)
+def serve(
+    flags: dict[str, dict[str, Any]],
+    teacher: Annotated[
+        str, typer.Option("--teacher", help="A vllm teacher profile (name or YAML).")
+    ],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the command instead of running it.")
+    ] = False,
+    set_: SetOpt = None,
+) -> None:
+    """Serve a teacher with `vllm serve` using its profile's engine settings.
+
+    distill serve --teacher deepseek-r1   # then, from anywhere:
+    distill generate --teacher vllm-server --base-url http://NODE:8000/v1 --model deepseek-ai/DeepSeek-R1 ...
+    """
+    import shlex
+    import socket
+    import subprocess
+
+    from distill.teachers.profile import load_profile
+    from distill.teachers.serve import serve_command
+
+    profile = load_profile(teacher, {**flags["teacher"], **parse_assignments(set_ or [])})
+    cmd = serve_command(profile, host, port)
+    shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
+    typer.echo(shlex.join(cmd))
+    if dry_run:
+        return
+    typer.echo(f"serving {profile.model} at http://{shown}:{port}/v1", err=True)
+    typer.echo(
+        f"generate with: distill generate --teacher vllm-server --base-url http://{shown}:{port}/v1 --model {profile.model} ...",
+        err=True,
+    )
+    raise typer.Exit(subprocess.call(cmd))
+
+
+@app.command()
+@user_errors
 def merge(
     inputs: Annotated[list[Path], typer.Argument(help="Corpus folders of one sharded run.")],
     output: Annotated[Path, typer.Option("--output", help="Merged corpus folder.")],

@@ -31,12 +31,13 @@ from distill.records import (
     CorpusWriter,
     atomic_write_bytes,
     atomic_write_json,
+    compact,
     done_index,
     read_corpus_or_empty,
     read_manifest,
     remove_corpus,
 )
-from distill.teachers import Request, Sample, Teacher, make_teacher
+from distill.teachers import Request, Sample, Teacher, make_teacher, teacher_status
 from distill.teachers.profile import TeacherProfile, load_profile
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ class GenerateConfig:
         256, help="Problems per parquet shard: a kill loses at most the rows not yet in one."
     )
     overwrite: bool = option(False, help="Delete an existing corpus made with other settings.")
+    retry_errors: bool = option(
+        True, help="On a rerun, ask again for rows whose request failed (finish_reason 'error')."
+    )
     progress: bool = option(True, help="Show a progress bar.", cli=False)
 
     def __post_init__(self) -> None:
@@ -164,7 +168,9 @@ def generate(
     out = Path(cfg.output)
     _check_existing(out, manifest, cfg.overwrite)
 
-    done = done_index(out)
+    if (dropped := compact(out)) > 0:
+        log.info("%s: dropped %d rows superseded by a later retry (killed mid-run)", out, dropped)
+    done = done_index(out, retry_errors=cfg.retry_errors)
     todo = []
     for p in problems:
         missing = [i for i in range(cfg.samples) if i not in done.get(p.problem_id, ())]
@@ -229,7 +235,13 @@ def generate(
                     reasons[s.finish_reason] += 1
                 buffered_problems += 1
                 rate = tokens / max(time.time() - t0, 1e-9)
-                bar.update(task, advance=1, samples=sum(reasons.values()), rate=f"{rate:,.0f}")
+                bar.update(
+                    task,
+                    advance=1,
+                    samples=sum(reasons.values()),
+                    rate=f"{rate:,.0f}",
+                    status=teacher_status(teacher),
+                )
                 if buffered_problems >= cfg.chunk_size:
                     flush()
     finally:
@@ -249,6 +261,7 @@ def _finish(
     tokens: int,
 ) -> dict[str, Any]:
     """Final manifest, stats.json and the resolved config, all recomputed from disk."""
+    compact(out)  # error rows that were retried give way to their replacements
     manifest = read_manifest(out) or {}
     writer = CorpusWriter(out, manifest)  # refreshes counts from the shards
     table = read_corpus_or_empty(out, ["completion_tokens", "completion", "finish_reason"])

@@ -189,17 +189,47 @@ class CorpusWriter:
         atomic_write_json(self.folder / MANIFEST, self.manifest)
 
 
-def done_index(folder: Path) -> dict[str, set[int]]:
-    """problem_id -> sample indices already on disk (the resume index)."""
-    table = read_corpus_or_empty(folder, ["problem_id", "sample_index"])
+def done_index(folder: Path, retry_errors: bool = False) -> dict[str, set[int]]:
+    """problem_id -> sample indices already on disk (the resume index); with `retry_errors`,
+    rows that failed (`finish_reason == "error"`) do not count as done."""
+    table = read_corpus_or_empty(folder, ["problem_id", "sample_index", "finish_reason"])
     done: dict[str, set[int]] = {}
-    for pid, idx in zip(
-        table.column("problem_id").to_pylist(),
-        table.column("sample_index").to_pylist(),
-        strict=True,
-    ):
-        done.setdefault(pid, set()).add(idx)
+    cols = (table.column(c).to_pylist() for c in ("problem_id", "sample_index", "finish_reason"))
+    for pid, idx, reason in zip(*cols, strict=True):
+        if not (retry_errors and reason == "error"):
+            done.setdefault(pid, set()).add(idx)
     return done
+
+
+def compact(folder: Path) -> int:
+    """Keep one row per (problem_id, sample_index): a retried `error` row gives way to its
+    replacement (else the newest row wins). Shards holding dropped rows are rewritten
+    atomically. Returns the number of rows dropped."""
+    import pyarrow.parquet as pq
+
+    best: dict[tuple[str, int], tuple[bool, int, int]] = {}
+    for s, path in enumerate(shard_paths(folder)):
+        t = pq.read_table(path, columns=["problem_id", "sample_index", "finish_reason"])
+        cols = (t.column(c).to_pylist() for c in ("problem_id", "sample_index", "finish_reason"))
+        for r, (pid, idx, reason) in enumerate(zip(*cols, strict=True)):
+            rank = (reason != "error", s, r)
+            if (pid, idx) not in best or rank > best[(pid, idx)]:
+                best[(pid, idx)] = rank
+    keep: dict[int, set[int]] = {}
+    for _, s, r in best.values():
+        keep.setdefault(s, set()).add(r)
+    dropped = 0
+    for s, path in enumerate(shard_paths(folder)):
+        rows = pq.read_metadata(path).num_rows
+        kept = sorted(keep.get(s, ()))
+        if len(kept) == rows:
+            continue
+        dropped += rows - len(kept)
+        if kept:
+            write_table(path, pq.read_table(path).take(kept))
+        else:
+            path.unlink()
+    return dropped
 
 
 def iter_rows(table: pa.Table, batch_size: int = 1024) -> Iterator[dict[str, Any]]:

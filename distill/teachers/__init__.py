@@ -46,9 +46,16 @@ class Teacher(Protocol):
     def close(self) -> None: ...
 
 
+def teacher_status(teacher: Teacher) -> str:
+    """Backend-specific progress (requests in flight, failures), when the backend has any."""
+    status = getattr(teacher, "status", None)
+    return status() if callable(status) else ""
+
+
 # name -> "module:factory"; imported only when used, so `distill --help` stays instant.
 BACKENDS: dict[str, str] = {
     "vllm": "distill.teachers.vllm_engine:VLLMTeacher",
+    "openai": "distill.teachers.openai_server:OpenAITeacher",
 }
 
 

@@ -6,6 +6,7 @@ overridden from the command line, so any profile can point at a local checkpoint
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -47,6 +48,10 @@ class EngineConfig:
     extra: dict[str, Any] = option(
         default_factory=dict, help="Other vllm.LLM keyword arguments, passed as they are."
     )
+    serve_args: list[str] = option(
+        default_factory=list,
+        help="Extra `vllm serve` arguments for `distill serve`, e.g. --reasoning-parser deepseek_r1.",
+    )
 
 
 @dataclass
@@ -71,6 +76,48 @@ class SamplingConfig:
             raise ValueError("sampling.top_p must be in (0, 1]")
         if self.temperature < 0:
             raise ValueError("sampling.temperature must be >= 0")
+
+
+@dataclass
+class ServerConfig:
+    """The `openai` backend: any OpenAI-compatible endpoint (vllm serve, SGLang, DeepSeek API)."""
+
+    base_url: str = option("http://127.0.0.1:8000/v1", help="Endpoint URL, up to /v1.")
+    api_key_env: str | None = option(
+        None,
+        help="Name of the environment variable holding the API key (the key itself never "
+        "goes in a profile, log or output).",
+    )
+    max_concurrency: int = option(64, help="Requests in flight at once.")
+    request_timeout: float = option(1800.0, help="Seconds before one request times out.")
+    retries: int = option(
+        6, help="Retries of a failed request (429, 5xx, timeouts, dropped connections)."
+    )
+    backoff_max: float = option(120.0, help="Longest wait between retries, in seconds.")
+    n_per_request: bool = option(
+        True,
+        help="Ask for all samples of a problem in one request (n); off: one request per sample.",
+    )
+    continue_final_message: bool = option(
+        False,
+        help="Send the prefill as an assistant message to continue (vLLM's "
+        "continue_final_message); off: the server's template decides how the answer starts.",
+    )
+    extra_body: dict[str, Any] = option(
+        default_factory=dict,
+        help="Extra JSON fields for every request (e.g. top_k, chat_template_kwargs).",
+    )
+
+    def api_key(self) -> str:
+        """The key from the environment; servers without auth get a placeholder."""
+        if not self.api_key_env:
+            return "EMPTY"
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise UserError(
+                f"the environment variable {self.api_key_env} (server.api_key_env) is not set"
+            )
+        return key
 
 
 @dataclass
@@ -113,6 +160,7 @@ class TeacherProfile:
     )
     engine: EngineConfig = field(default_factory=EngineConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
     prompts: dict[str, PromptTemplate] = option(
         default_factory=_default_prompts, help="Prompt template per domain.", cli=False
     )
