@@ -20,7 +20,9 @@ from distill.config import from_dict, load_yaml, override, parse_assignments, to
 from distill.errors import UserError
 from distill.filter import FilterConfig
 from distill.generate import GenerateConfig
+from distill.students.recipe import StudentRecipe
 from distill.teachers.profile import TeacherProfile
+from distill.train import TrainConfig
 
 app = typer.Typer(
     name="distill",
@@ -130,6 +132,43 @@ def filter_(
     filter_corpus(_run_config(FilterConfig, config, flags["run"]))
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@user_errors
+@config_flags(run=TrainConfig, recipe=StudentRecipe)
+def train(
+    ctx: typer.Context,
+    flags: dict[str, dict[str, Any]],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="YAML of recipe fields (sft: {...}, distributed: {...}) merged into the recipe.",
+        ),
+    ] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Fine-tune a student on traces with TRL (SFT), here or on many nodes.
+
+    distill train --student qwen2.5-math-7b --data corpus/math/kept --output ckpt/r1-distill-7b
+    [--launcher accelerate|slurm --nodes 2 --gpus-per-node 8 --dry-run] [--lora] [--resume]
+    Any TRL SFTConfig field is a flag too: --learning_rate 1e-5 --num_train_epochs 3 ...
+    """
+    from distill.students.recipe import parse_sft_args
+    from distill.train import train as run
+
+    _setup(verbose)
+    for name in ("data", "output"):
+        if name not in flags["run"]:
+            raise UserError(f"--{name} is required")
+    sft = parse_sft_args(list(ctx.args))
+    cfg = _run_config(
+        TrainConfig, None, {**flags["run"], **({"recipe_config": str(config)} if config else {})}
+    )
+    result = run(cfg, flags["recipe"], sft)
+    if cfg.dry_run:
+        typer.echo(result["command"].rstrip("\n"))
+
+
 @app.command()
 @user_errors
 @config_flags(teacher=TeacherProfile)
@@ -202,6 +241,27 @@ def teachers(
             typer.echo(f"{n:24s} {p.backend:7s} {p.model}")
         return
     typer.echo(yaml.safe_dump(to_dict(load_profile(name)), sort_keys=False, allow_unicode=True))
+
+
+@app.command()
+@user_errors
+def students(
+    name: Annotated[str | None, typer.Argument(help="Show one recipe resolved.")] = None,
+) -> None:
+    """List the shipped student recipes, or show one with every default filled in."""
+    import yaml
+
+    from distill.students.recipe import load_recipe, shipped_recipes
+
+    if name is None:
+        for n in shipped_recipes():
+            r = load_recipe(n)
+            d = r.distributed
+            typer.echo(
+                f"{n:24s} {r.base_model:36s} {d.strategy:13s} {d.nodes}x{d.gpus_per_node}  {r.memory_per_gpu}"
+            )
+        return
+    typer.echo(yaml.safe_dump(to_dict(load_recipe(name)), sort_keys=False, allow_unicode=True))
 
 
 @app.command()

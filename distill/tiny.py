@@ -11,7 +11,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Added but not special, as in R1's tokenizer: decoding keeps them in the text.
+THINK_TOKENS = ["<think>", "</think>"]
 # Qwen-style ChatML. The generation prompt stops at "assistant\n": distill appends the
 # "<think>\n" prefill itself, as R1 usage asks.
 CHAT_TEMPLATE = (
@@ -55,6 +57,7 @@ def make_tokenizer(
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None
     )
+    fast.add_tokens(THINK_TOKENS)
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(str(out))
     return fast

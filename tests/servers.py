@@ -54,10 +54,11 @@ def deepseek_server(key: str, fail_every: int = 0) -> tuple[Background, Counter]
 
     async def chat(request: web.Request) -> web.Response:
         seen["requests"] += 1
+        number = seen["requests"]  # before any await: concurrent handlers interleave there
         if request.headers.get("Authorization") != f"Bearer {key}":
             return web.json_response({"error": {"message": "bad key"}}, status=401)
         body = await request.json()
-        if fail_every and seen["requests"] % fail_every == 0:
+        if fail_every and number % fail_every == 0:
             return web.json_response(
                 {"error": {"message": f"boom {dict(request.headers)}"}}, status=500
             )

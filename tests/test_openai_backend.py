@@ -92,7 +92,12 @@ def test_api_key_never_reaches_outputs_or_logs(sums, tmp_path):
     assert r.returncode == 0, r.stderr
     rows = read_corpus(out).to_pylist()
     errors = [x for x in rows if x["finish_reason"] == "error"]
-    assert errors and all("***" in x["error"] and "HTTP 500" in x["error"] for x in errors)
+    assert errors and all(KEY not in x["error"] for x in errors), Counter(
+        x["finish_reason"] for x in rows
+    )
+    assert any(
+        "HTTP 500" in x["error"] and "Bearer ***" in x["error"] for x in errors
+    )  # redacted, not dropped
     assert KEY not in r.stdout + r.stderr
     for path in out.rglob("*"):
         if path.is_file():

@@ -1,0 +1,147 @@
+"""Training examples: a corpus (kept/) or any chat dataset -> tokenized conversations.
+
+An example is the conversation the teacher had: the user turn is the problem with the prompt
+the teacher saw, the assistant turn `<think>\\n{reasoning}\\n</think>\\n\\n{answer}`. Examples
+are tokenized here with the training template's assistant mask, so samples longer than
+`max_length` can be dropped and counted: never truncated mid-thought.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from distill.errors import UserError
+from distill.prompts import build_messages, split_completion
+
+log = logging.getLogger(__name__)
+
+
+def assistant_text(reasoning: str, answer: str) -> str:
+    return f"<think>\n{reasoning.strip()}\n</think>\n\n{answer.strip()}"
+
+
+def normalize_assistant(content: str) -> str:
+    """R1 format for every target; a reply without reasoning gets an empty think block."""
+    if "</think>" in content:
+        reasoning, answer = split_completion(
+            content if "<think>" in content else "<think>\n" + content
+        )
+        return assistant_text(reasoning, answer)
+    return assistant_text("", content)
+
+
+def _corpus_messages(row: dict[str, Any]) -> list[dict[str, str]]:
+    from distill.teachers.profile import TeacherProfile
+
+    messages = json.loads(row["messages"]) if row.get("messages") else None
+    if not messages:
+        template = TeacherProfile(model="-").prompt_for(row.get("domain") or "math")
+        messages = build_messages(row["problem"], template.user, template.system)
+    messages = [m for m in messages if m["role"] != "assistant"]
+    reasoning, answer = row.get("reasoning"), row.get("answer")
+    if reasoning is None or answer is None:
+        reasoning, answer = split_completion(row.get("completion") or "")
+    return [*messages, {"role": "assistant", "content": assistant_text(reasoning, answer)}]
+
+
+def _as_chat(value: Any, role: str) -> list[dict[str, str]]:
+    if isinstance(value, str):
+        return [{"role": role, "content": value}]
+    if isinstance(value, list) and all(isinstance(m, dict) and "role" in m for m in value):
+        return [{"role": m["role"], "content": m["content"]} for m in value]
+    raise UserError(f"expected text or a list of chat messages, got {type(value).__name__}")
+
+
+def to_conversation(row: dict[str, Any], where: str) -> list[dict[str, str]]:
+    """One training conversation from a corpus row or a chat-dataset row."""
+    if "completion" in row and "problem" in row:
+        return _corpus_messages(row)
+    if row.get("messages"):
+        messages = _as_chat(row["messages"], "user")
+    elif "prompt" in row and "completion" in row:
+        messages = _as_chat(row["prompt"], "user") + _as_chat(row["completion"], "assistant")
+    else:
+        raise UserError(f"{where}: no messages, prompt/completion or problem/completion columns")
+    if not messages or messages[-1]["role"] != "assistant":
+        raise UserError(f"{where}: the conversation does not end with an assistant turn")
+    messages[-1] = {"role": "assistant", "content": normalize_assistant(messages[-1]["content"])}
+    return messages
+
+
+def load_rows(source: str, split: str | None = None) -> tuple[Any, str]:
+    """A `datasets.Dataset` of raw rows from a corpus folder, file or Hub id, and its name."""
+    import datasets
+
+    datasets.disable_progress_bars()  # TRL's bars and our summary say what matters
+
+    from distill.records import corpus_files
+
+    path = Path(source)
+    if path.is_dir() and (path / "kept").is_dir() and not list(path.glob("*.parquet")):
+        log.info("%s is a filter output: training on its kept/ split", path)
+        path = path / "kept"
+    if path.is_dir():
+        files = [str(f) for f in corpus_files(path)]
+        return datasets.load_dataset("parquet", data_files=files, split="train"), str(path)
+    from distill.problems import DatasetSpec, _load_rows
+
+    ds, _ = _load_rows(DatasetSpec(dataset=source, split=split))
+    return ds, source
+
+
+def build_dataset(
+    tokenizer: Any,
+    source: str,
+    max_length: int,
+    split: str | None = None,
+    num_proc: int | None = None,
+) -> tuple[Any, dict[str, int]]:
+    """Tokenized examples (input_ids, assistant_masks) that fit `max_length`, and counts."""
+    rows, name = load_rows(source, split)
+    if len(rows) == 0:
+        raise UserError(f"{name}: no training examples")
+    columns = set(rows.column_names)
+    if not (
+        {"messages"} & columns
+        or {"prompt", "completion"} <= columns
+        or {"problem", "completion"} <= columns
+    ):
+        raise UserError(
+            f"{name}: needs messages, prompt/completion or problem/completion columns (has {', '.join(sorted(columns))})"
+        )
+
+    def tokenize(row: dict[str, Any], idx: int) -> dict[str, Any]:
+        messages = to_conversation(row, f"{name}: row {idx}")
+        out = tokenizer.apply_chat_template(
+            messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
+        mask = list(out["assistant_masks"])
+        if 1 not in mask:
+            raise UserError(
+                f"{name}: row {idx}: the chat template marks no assistant tokens ({{% generation %}} missing)"
+            )
+        return {"input_ids": list(out["input_ids"]), "assistant_masks": mask, "length": len(mask)}
+
+    tokenized = rows.map(
+        tokenize,
+        with_indices=True,
+        remove_columns=rows.column_names,
+        num_proc=num_proc,
+        desc="tokenizing",
+    )
+    kept = tokenized.filter(lambda n: n <= max_length, input_columns="length", num_proc=num_proc)
+    counts = {
+        "examples": len(tokenized),
+        "kept": len(kept),
+        "dropped_too_long": len(tokenized) - len(kept),
+    }
+    if counts["dropped_too_long"]:
+        log.warning("%d of %d examples are longer than max_length %d tokens: dropped (never truncated mid-thought)",
+                    counts["dropped_too_long"], counts["examples"], max_length)  # fmt: skip
+    if len(kept) == 0:
+        raise UserError(f"{name}: every example is longer than max_length {max_length}")
+    counts["tokens"] = int(sum(kept["length"]))
+    return kept.remove_columns("length"), counts
