@@ -67,6 +67,10 @@ class FilterConfig:
     rows: RowChecksConfig = field(default_factory=RowChecksConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     overwrite: bool = option(False, help="Replace an existing filter output of another input.")
+    push_to_hub: str | None = option(
+        None, help="Push kept/rejected to this Hub dataset repo at the end."
+    )
+    private: bool = option(False, help="Create the Hub repo private.")
     progress: bool = option(True, help="Show progress bars.", cli=False)
 
 
@@ -357,6 +361,10 @@ def filter_corpus(cfg: FilterConfig) -> dict[str, Any]:
     from distill.filters.select import corpus_checks
 
     started = time.time()
+    if cfg.push_to_hub:
+        from distill.hub import check_token
+
+        check_token()  # before hours of verification, not after
     files = _input_files(Path(cfg.input))
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     if total == 0:
@@ -396,4 +404,8 @@ def filter_corpus(cfg: FilterConfig) -> dict[str, Any]:
         yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True).encode(),
     )
     print_report(report, out)
+    if cfg.push_to_hub:
+        from distill.hub import push_dataset
+
+        push_dataset(out, cfg.push_to_hub, private=cfg.private)
     return report

@@ -61,6 +61,10 @@ class GenerateConfig:
     retry_errors: bool = option(
         True, help="On a rerun, ask again for rows whose request failed (finish_reason 'error')."
     )
+    push_to_hub: str | None = option(
+        None, help="Push the corpus to this Hub dataset repo at the end."
+    )
+    private: bool = option(False, help="Create the Hub repo private.")
     progress: bool = option(True, help="Show a progress bar.", cli=False)
 
     def __post_init__(self) -> None:
@@ -150,6 +154,10 @@ def generate(
 ) -> dict[str, Any]:
     """Generate (or resume) a trace corpus; returns the run's stats (also in stats.json)."""
     started = time.time()
+    if cfg.push_to_hub:
+        from distill.hub import check_token
+
+        check_token()  # a bad token fails now, not after a 10-hour run
     profile = profile or load_profile(cfg.teacher)
     shard = parse_shard(cfg.shard)
     problems, source = load_problems(cfg.data)
@@ -291,6 +299,10 @@ def _finish(
         out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True).encode()
     )
     _print_summary(out, stats)
+    if cfg.push_to_hub:
+        from distill.hub import push_dataset
+
+        push_dataset(out, cfg.push_to_hub, private=cfg.private)
     return stats
 
 

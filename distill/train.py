@@ -198,7 +198,8 @@ def _train_here(
             f"{stats['dropped_too_long']} examples dropped for length"
         )
         if cfg.push_to_hub:
-            from distill.hub import push_model
+            from distill.hub import push_model, refresh_model_card
 
+            refresh_model_card(cfg.output, cfg.push_to_hub)
             push_model(cfg.output, cfg.push_to_hub, private=cfg.private)
     return stats
