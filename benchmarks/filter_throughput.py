@@ -38,14 +38,30 @@ SENTENCES = [
     "Now, the sum $\\sum_{{k=1}}^{{{a}}} k = {c}$ by the usual formula.",
     "I recall that {w} numbers satisfy this only when $n \\equiv {b} \\pmod{{{a}}}$.",
 ]
-WORDS = "prime even odd square triangular linear quadratic constant leading middle".split()
+WORDS = [
+    "prime",
+    "even",
+    "odd",
+    "square",
+    "triangular",
+    "linear",
+    "quadratic",
+    "constant",
+    "leading",
+    "middle",
+]
 
 
 def reasoning(rng: random.Random, chars: int) -> str:
     parts, n = [], 0
     while n < chars:
         p = " ".join(
-            rng.choice(SENTENCES).format(a=rng.randint(2, 99), b=rng.randint(2, 99), c=rng.randint(100, 9999), w=rng.choice(WORDS))
+            rng.choice(SENTENCES).format(
+                a=rng.randint(2, 99),
+                b=rng.randint(2, 99),
+                c=rng.randint(100, 9999),
+                w=rng.choice(WORDS),
+            )
             for _ in range(rng.randint(2, 6))
         )
         parts.append(p)
@@ -98,13 +114,20 @@ def sequential(rows: list[dict]) -> float:
     return time.perf_counter() - t
 
 
-def run_filter(rows: list[dict], work: Path, workers: int | None, verify_timeout: float = 10.0) -> tuple[float, dict]:
+def run_filter(
+    rows: list[dict], work: Path, workers: int | None, verify_timeout: float = 10.0
+) -> tuple[float, dict]:
     from distill.filter import FilterConfig, filter_corpus
     from distill.verify import VerifyConfig
 
     src, out = work / f"in-{len(rows)}-{time.time_ns()}", work / f"out-{time.time_ns()}"
     write_corpus(rows, src)
-    cfg = FilterConfig(input=src, output=out, verify=VerifyConfig(workers=workers, verify_timeout=verify_timeout), progress=False)
+    cfg = FilterConfig(
+        input=src,
+        output=out,
+        verify=VerifyConfig(workers=workers, verify_timeout=verify_timeout),
+        progress=False,
+    )
     t = time.perf_counter()
     report = filter_corpus(cfg)
     return time.perf_counter() - t, report
@@ -130,7 +153,9 @@ def readability(n: int, tokens: int = 8000) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rows", type=int, default=5000)
     ap.add_argument("--workers", type=int, default=None, help="default: every core")
     ap.add_argument("--readability-rows", type=int, default=500)
@@ -145,23 +170,37 @@ def main() -> None:
         rows = maths_rows(args.rows)
         seq = sequential(rows)
         par, report = run_filter(rows, work, args.workers)
-        print(f"cores: {cores}, rows: {args.rows} maths traces (golds: {'MATH-500' if SHARED.is_file() else 'built-in'})")
+        print(
+            f"cores: {cores}, rows: {args.rows} maths traces (golds: {'MATH-500' if SHARED.is_file() else 'built-in'})"
+        )
         print(f"sequential math-verify loop  {args.rows / seq:8.1f} rows/s  ({seq:.1f} s)")
-        print(f"distill filter (whole stage) {args.rows / par:8.1f} rows/s  ({par:.1f} s), kept {report['counts']['kept']}")
+        print(
+            f"distill filter (whole stage) {args.rows / par:8.1f} rows/s  ({par:.1f} s), kept {report['counts']['kept']}"
+        )
         print(f"ratio distill/sequential = {seq / par:.2f}x (goal >= 1.6x on 2 cores)")
 
         timeout = 3.0
         adversarial = maths_rows(200, seed=2)
-        for k, answer in enumerate(["\\boxed{9^{9^{9^{9^{9}}}}}", "\\boxed{" + "+".join(f"\\frac{{{i}}}{{{i + 1}}}x^{{{i}}}" for i in range(4000)) + "}"] * 2):
+        for k, answer in enumerate(
+            [
+                "\\boxed{9^{9^{9^{9^{9}}}}}",
+                "\\boxed{"
+                + "+".join(f"\\frac{{{i}}}{{{i + 1}}}x^{{{i}}}" for i in range(4000))
+                + "}",
+            ]
+            * 2
+        ):
             adversarial[k]["answer"] = answer
             adversarial[k]["completion"] = f"<think>\nx\n</think>\n\n{answer}"
         clean_time, _ = run_filter(maths_rows(200, seed=2), work, args.workers, timeout)
         adv_time, rep = run_filter(adversarial, work, args.workers, timeout)
         extra = adv_time - clean_time
         budget = 4 * timeout / min(cores, args.workers or cores)
-        print(f"adversarial: 4 rows (2 power towers, 2 x 60k-char LaTeX) add {extra:.1f} s over the clean run "
-              f"(their timeouts allow {budget:.1f} s on {min(cores, args.workers or cores)} workers); "
-              f"verify_timeout rows: {rep['reasons'].get('verify_timeout', 0)}")
+        print(
+            f"adversarial: 4 rows (2 power towers, 2 x 60k-char LaTeX) add {extra:.1f} s over the clean run "
+            f"(their timeouts allow {budget:.1f} s on {min(cores, args.workers or cores)} workers); "
+            f"verify_timeout rows: {rep['reasons'].get('verify_timeout', 0)}"
+        )
 
         rate = readability(args.readability_rows)
         print(f"readability checks, one core, 8k-token traces: {rate:,.0f} rows/s (goal >= 2,000)")
