@@ -18,6 +18,7 @@ import typer
 from distill.cli_flags import config_flags
 from distill.config import from_dict, load_yaml, override, parse_assignments, to_dict
 from distill.errors import UserError
+from distill.evaluate import EvalConfig
 from distill.filter import FilterConfig
 from distill.generate import GenerateConfig
 from distill.students.recipe import StudentRecipe
@@ -208,6 +209,37 @@ def serve(
         err=True,
     )
     raise typer.Exit(subprocess.call(cmd))
+
+
+@app.command("eval")
+@user_errors
+@config_flags(run=EvalConfig, teacher=TeacherProfile)
+def eval_(
+    flags: dict[str, dict[str, Any]],
+    set_: SetOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Measure a model: pass@1 over k samples, cons@k, pass@k (R1 protocol).
+
+    distill eval --model ckpt/r1-distill-7b --benchmark aime24,math500 --samples 16 --output results/7b
+    """
+    from distill.evaluate import evaluate
+    from distill.teachers.profile import TeacherProfile as Profile
+    from distill.teachers.profile import load_profile
+
+    _setup(verbose)
+    for name, key in (("--model", "model"), ("--benchmark", "benchmark"), ("--output", "output")):
+        if key not in flags["teacher" if key == "model" else "run"]:
+            raise UserError(f"{name} is required")
+    cfg = _run_config(EvalConfig, None, flags["run"])
+    overrides = {**flags["teacher"], **parse_assignments(set_ or [])}
+    if "server.base_url" in overrides:
+        overrides.setdefault("backend", "openai")
+    if cfg.profile:
+        profile = load_profile(cfg.profile, overrides)
+    else:
+        profile = override(Profile(model=overrides["model"], name="eval"), overrides)
+    evaluate(cfg, profile)
 
 
 @app.command()

@@ -72,6 +72,7 @@ class FilterConfig:
     )
     private: bool = option(False, help="Create the Hub repo private.")
     progress: bool = option(True, help="Show progress bars.", cli=False)
+    report: bool = option(True, help="Print the report table at the end.", cli=False)
 
 
 def _input_files(path: Path) -> list[Path]:
@@ -151,7 +152,7 @@ def _rows(files: list[Path]) -> Iterator[dict[str, Any]]:
         start += batch.num_rows
 
 
-class _Cache:
+class VerdictCache:
     """Verdicts of finished rows, in atomic parquet shards under OUTPUT/.work/."""
 
     def __init__(self, folder: Path, config_digest: str):
@@ -212,7 +213,7 @@ def _row_timeout(row: dict[str, Any], cfg: FilterConfig) -> float:
 
 
 def _verify_rows(
-    cfg: FilterConfig, files: list[Path], total: int, cache: _Cache
+    cfg: FilterConfig, files: list[Path], total: int, cache: VerdictCache
 ) -> dict[str, dict[str, Any]]:
     """Per-row checks for every row (cached ones reused); returns id -> checks."""
     from distill.filters.rows import check_row
@@ -376,7 +377,7 @@ def filter_corpus(cfg: FilterConfig) -> dict[str, Any]:
     row_digest = hashlib.sha1(
         json.dumps([to_dict(cfg.verify), to_dict(cfg.rows)], sort_keys=True).encode()
     ).hexdigest()
-    cache = _Cache(out / WORK, row_digest)
+    cache = VerdictCache(out / WORK, row_digest)
 
     results = _verify_rows(cfg, files, total, cache)
     if cfg.verify.judge:
@@ -403,7 +404,8 @@ def filter_corpus(cfg: FilterConfig) -> dict[str, Any]:
         out / "config.yaml",
         yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True).encode(),
     )
-    print_report(report, out)
+    if cfg.report:
+        print_report(report, out)
     if cfg.push_to_hub:
         from distill.hub import push_dataset
 
