@@ -26,14 +26,12 @@ import yaml
 
 from distill.config import option, to_dict
 from distill.errors import UserError
+from distill.filters import corpus as cio
 from distill.filters.rows import RowChecksConfig
 from distill.filters.select import CorpusConfig
-from distill.problems import stable_id
-from distill.prompts import split_completion
 from distill.records import (
     atomic_write_bytes,
     atomic_write_json,
-    corpus_files,
     read_manifest,
     write_table,
 )
@@ -44,12 +42,8 @@ if TYPE_CHECKING:  # heavy modules are imported where used: `distill --help` sta
 
 log = logging.getLogger(__name__)
 
-REQUIRED = ("problem", "domain", "reference", "completion")
-ROW_FIELDS = ("id", "problem_id", "sample_index", "problem", "domain", "reference", "completion",
-              "reasoning", "answer", "finish_reason", "completion_tokens")  # fmt: skip
 FILTER_COLUMNS = ("correct", "kept", "reasons", "checks")
 WORK = ".work"
-CACHE_EVERY = 2000
 # imported once in the fork server, so every worker (and every replacement after a
 # timeout kill) starts warm instead of importing sympy on its first row
 PRELOAD = ["distill.filters.rows", "distill.filters.readability", "distill.verify.maths",
@@ -75,130 +69,6 @@ class FilterConfig:
     report: bool = option(True, help="Print the report table at the end.", cli=False)
 
 
-def _input_files(path: Path) -> list[Path]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    files = corpus_files(path)
-    for f in files:
-        try:
-            names = pq.read_schema(f).names
-        except (pa.ArrowInvalid, OSError) as e:
-            raise UserError(f"{f}: unreadable parquet file ({e})") from None
-        missing = [c for c in REQUIRED if c not in names]
-        if missing:
-            raise UserError(
-                f"{f}: missing column '{missing[0]}' (a corpus needs {', '.join(REQUIRED)})"
-            )
-    return files
-
-
-def _iter_batches(
-    files: list[Path], columns: list[str] | None = None
-) -> Iterator[tuple[Path, pa.RecordBatch]]:
-    import pyarrow.parquet as pq
-
-    for f in files:
-        names = pq.read_schema(f).names
-        cols = [c for c in columns if c in names] if columns else None
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=1024, columns=cols):
-            yield f, batch
-
-
-class _Deriver:
-    """Fills the trace fields a corpus made elsewhere may lack (ids, reasoning/answer, ...)."""
-
-    def __init__(self) -> None:
-        self.per_problem: dict[str, int] = {}
-        self.seen: dict[str, str] = {}
-
-    def __call__(self, row: dict[str, Any], where: str) -> dict[str, Any]:
-        for c in (*REQUIRED[:2], "completion"):
-            if not isinstance(row.get(c), str):
-                raise UserError(f"{where}: '{c}' must be text, got {row.get(c)!r}")
-        if row.get("reasoning") is None or row.get("answer") is None:
-            row["reasoning"], row["answer"] = split_completion(row["completion"])
-        if row.get("problem_id") is None:
-            row["problem_id"] = stable_id(row["problem"])
-        if row.get("sample_index") is None:
-            row["sample_index"] = self.per_problem.get(row["problem_id"], 0)
-        self.per_problem[row["problem_id"]] = max(
-            self.per_problem.get(row["problem_id"], 0), row["sample_index"] + 1
-        )
-        if row.get("id") is None:
-            row["id"] = f"{row['problem_id']}/{row['sample_index']}"
-        if row["id"] in self.seen:
-            raise UserError(f"{where}: duplicate id {row['id']!r} (also at {self.seen[row['id']]})")
-        self.seen[row["id"]] = where
-        if row.get("finish_reason") is None:
-            row["finish_reason"] = "stop"
-        return row
-
-
-def _digest(row: dict[str, Any]) -> str:
-    h = hashlib.sha1()
-    for key in ("problem", "domain", "reference", "completion", "finish_reason"):
-        h.update(str(row.get(key)).encode("utf-8", "replace"))
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def _rows(files: list[Path]) -> Iterator[dict[str, Any]]:
-    derive = _Deriver()
-    for f, batch in _iter_batches(files, list(ROW_FIELDS)):
-        start = 0
-        for i, row in enumerate(batch.to_pylist()):
-            yield derive({k: row.get(k) for k in ROW_FIELDS}, f"{f}: row {start + i}")
-        start += batch.num_rows
-
-
-class VerdictCache:
-    """Verdicts of finished rows, in atomic parquet shards under OUTPUT/.work/."""
-
-    def __init__(self, folder: Path, config_digest: str):
-        import pyarrow.parquet as pq
-
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        stamp = folder / "config.json"
-        if stamp.is_file() and json.loads(stamp.read_text()).get("digest") != config_digest:
-            log.info("row-check settings changed: verdicts will be recomputed")
-            for p in folder.glob("verdicts-*.parquet"):
-                p.unlink()
-        atomic_write_json(stamp, {"digest": config_digest})
-        self.done: dict[str, tuple[str, str]] = {}
-        shards = sorted(folder.glob("verdicts-*.parquet"))
-        for p in shards:
-            t = pq.read_table(p)
-            for k, d, c in zip(
-                *(t.column(n).to_pylist() for n in ("id", "digest", "checks")), strict=True
-            ):
-                self.done[k] = (d, c)
-        self.next = len(shards)
-        self.buffer: list[tuple[str, str, str]] = []
-
-    def get(self, key: str, digest: str) -> dict[str, Any] | None:
-        hit = self.done.get(key)
-        return json.loads(hit[1]) if hit and hit[0] == digest else None
-
-    def add(self, key: str, digest: str, checks: dict[str, Any]) -> None:
-        text = json.dumps(checks, ensure_ascii=False, default=str)
-        self.done[key] = (digest, text)
-        self.buffer.append((key, digest, text))
-        if len(self.buffer) >= CACHE_EVERY:
-            self.flush()
-
-    def flush(self) -> None:
-        import pyarrow as pa
-
-        if self.buffer:
-            keys, digests, checks = zip(*self.buffer, strict=True)
-            table = pa.table({"id": list(keys), "digest": list(digests), "checks": list(checks)})
-            write_table(self.folder / f"verdicts-{self.next:05d}.parquet", table)
-            self.next += 1
-            self.buffer = []
-
-
 def _row_timeout(row: dict[str, Any], cfg: FilterConfig) -> float:
     from distill.verify.code_tests import count_tests
 
@@ -213,7 +83,7 @@ def _row_timeout(row: dict[str, Any], cfg: FilterConfig) -> float:
 
 
 def _verify_rows(
-    cfg: FilterConfig, files: list[Path], total: int, cache: VerdictCache
+    cfg: FilterConfig, files: list[Path], total: int, cache: cio.VerdictCache
 ) -> dict[str, dict[str, Any]]:
     """Per-row checks for every row (cached ones reused); returns id -> checks."""
     from distill.filters.rows import check_row
@@ -225,8 +95,8 @@ def _verify_rows(
     limits: dict[str, float] = {}
 
     def todo() -> Iterator[tuple[str, dict[str, Any], float]]:
-        for row in _rows(files):
-            digest = _digest(row)
+        for row in cio.rows(files):
+            digest = cio.digest(row)
             cached = cache.get(row["id"], digest)
             if cached is not None:
                 results[row["id"]] = cached
@@ -267,7 +137,7 @@ def _judge(cfg: FilterConfig, files: list[Path], results: dict[str, dict[str, An
     """Ask a generative judge about rows the rules could not decide."""
     from distill.verify.judge import needs_judge, run_judge
 
-    rows = [r for r in _rows(files) if needs_judge(r, results[r["id"]]["correctness"])]
+    rows = [r for r in cio.rows(files) if needs_judge(r, results[r["id"]]["correctness"])]
     if not rows:
         log.info("judge: no undecided rows")
         return
@@ -285,7 +155,7 @@ def _write_outputs(
     writers = {"kept": [], "rejected": []}
     counters = {"kept": 0, "rejected": 0}
     buffers: dict[str, list[pa.Table]] = {"kept": [], "rejected": []}
-    derive = _Deriver()
+    derive = cio.Deriver()
     for split in writers:
         (staging / split).mkdir(parents=True)
 
@@ -297,11 +167,11 @@ def _write_outputs(
             counters[split] += 1
             buffers[split] = []
 
-    for f, batch in _iter_batches(files):
+    for f, offset, batch in cio.iter_batches(files):
         rows = batch.to_pylist()
         for i, row in enumerate(rows):
-            derived = derive({k: row.get(k) for k in ROW_FIELDS}, f"{f}: row {i}")
-            row.update({k: derived[k] for k in ROW_FIELDS if row.get(k) is None})
+            derived = derive({k: row.get(k) for k in cio.ROW_FIELDS}, f"{f}: row {offset + i}")
+            row.update({k: derived[k] for k in cio.ROW_FIELDS if row.get(k) is None})
             d = decisions[derived["id"]]
             row.update(correct=d["correct"], kept=d["kept"], reasons=d["reasons"],
                        checks=json.dumps(d["checks"], ensure_ascii=False, default=str))  # fmt: skip
@@ -366,7 +236,7 @@ def filter_corpus(cfg: FilterConfig) -> dict[str, Any]:
         from distill.hub import check_token
 
         check_token()  # before hours of verification, not after
-    files = _input_files(Path(cfg.input))
+    files = cio.input_files(Path(cfg.input))
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     if total == 0:
         raise UserError(f"{cfg.input}: the corpus has no rows")
@@ -377,12 +247,12 @@ def filter_corpus(cfg: FilterConfig) -> dict[str, Any]:
     row_digest = hashlib.sha1(
         json.dumps([to_dict(cfg.verify), to_dict(cfg.rows)], sort_keys=True).encode()
     ).hexdigest()
-    cache = VerdictCache(out / WORK, row_digest)
+    cache = cio.VerdictCache(out / WORK, row_digest)
 
     results = _verify_rows(cfg, files, total, cache)
     if cfg.verify.judge:
         _judge(cfg, files, results)
-    decisions, corpus_info = corpus_checks(cfg, _rows(files), results)
+    decisions, corpus_info = corpus_checks(cfg, cio.rows(files), results)
 
     staging = out / WORK / f"staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)

@@ -410,3 +410,14 @@ def test_judge_decides_rows_rules_cannot(tmp_path):
     assert judge.requests[0].prefill == "" and judge.requests[0].messages[0]["role"] == "user"
     assert parse_verdict("<think>VERDICT: INCORRECT?</think>\n\nVERDICT: CORRECT") is True
     assert parse_verdict("I am not sure.") is None
+
+
+def test_bad_row_is_named_by_its_position_in_the_file(tmp_path):
+    (tmp_path / "in").mkdir()
+    problems = [f"Problem {i}" for i in range(1500)]
+    problems[1400] = None  # deep in the second read batch
+    table = pa.table({"problem": problems, "domain": ["math"] * 1500, "reference": ['"1"'] * 1500,
+                      "completion": [think("r", "\\boxed{1}")] * 1500})  # fmt: skip
+    pq.write_table(table, tmp_path / "in" / "big.parquet")
+    with pytest.raises(UserError, match=r"big\.parquet: row 1400: 'problem' must be text"):
+        run(tmp_path / "in", tmp_path / "out")
