@@ -243,16 +243,21 @@ def filter_corpus(cfg: FilterConfig) -> dict[str, Any]:
     input_key = {"path": str(cfg.input), "files": len(files), "rows": total}
     _check_output(cfg, input_key)
     out = cfg.output
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     row_digest = hashlib.sha1(
         json.dumps([to_dict(cfg.verify), to_dict(cfg.rows)], sort_keys=True).encode()
     ).hexdigest()
-    cache = cio.VerdictCache(out / WORK, row_digest)
-
-    results = _verify_rows(cfg, files, total, cache)
-    if cfg.verify.judge:
-        _judge(cfg, files, results)
-    decisions, corpus_info = corpus_checks(cfg, cio.rows(files), results)
+    try:
+        cache = cio.VerdictCache(out / WORK, row_digest)
+        results = _verify_rows(cfg, files, total, cache)
+        if cfg.verify.judge:
+            _judge(cfg, files, results)
+        decisions, corpus_info = corpus_checks(cfg, cio.rows(files), results)
+    except UserError:
+        if created:  # a bad row found mid-way: leave no half-made output behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
     staging = out / WORK / f"staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)

@@ -421,3 +421,4 @@ def test_bad_row_is_named_by_its_position_in_the_file(tmp_path):
     pq.write_table(table, tmp_path / "in" / "big.parquet")
     with pytest.raises(UserError, match=r"big\.parquet: row 1400: 'problem' must be text"):
         run(tmp_path / "in", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
