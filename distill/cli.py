@@ -17,6 +17,7 @@ import typer
 
 from distill.cli_flags import config_flags
 from distill.config import from_dict, load_yaml, override, parse_assignments, to_dict
+from distill.demo import DemoConfig
 from distill.errors import UserError
 from distill.evaluate import EvalConfig
 from distill.filter import FilterConfig
@@ -271,6 +272,21 @@ def push(
     _setup(verbose)
     url = run(folder, repo, private=private, revision=revision, license=license)
     typer.echo(url)
+
+
+@app.command()
+@user_errors
+@config_flags(run=DemoConfig)
+def demo(flags: dict[str, dict[str, Any]], verbose: VerboseOpt = False) -> None:
+    """The whole recipe on a CPU: a tiny real teacher -> traces -> filter -> two students -> eval.
+
+    distill demo            # about 10 minutes on 2 cores
+    distill demo --quick    # a few minutes (CI)
+    """
+    from distill.demo import run_demo
+
+    _setup(verbose)
+    run_demo(_run_config(DemoConfig, None, flags["run"]))
 
 
 @app.command()
