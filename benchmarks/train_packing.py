@@ -82,8 +82,12 @@ def run(model_dir: str, data: str, out: Path, packed: bool, batch: int, max_leng
         "data_seed": 0,
     }
     if packed:
-        # rows of max_length tokens: as many tokens per step as `batch` average sequences
-        overrides["per_device_train_batch_size"] = max(
+        # One packed row of max_length tokens per forward, accumulated to as many tokens per
+        # optimizer step as `batch` average sequences. Several rows in one forward would be
+        # flattened into one sequence: flash-attention's varlen kernels (GPU) do not care, but
+        # CPU attention under a block mask is quadratic in the flattened length.
+        overrides["per_device_train_batch_size"] = 1
+        overrides["gradient_accumulation_steps"] = max(
             1, round(batch * counts["tokens"] / counts["kept"] / max_length)
         )
     else:

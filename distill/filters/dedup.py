@@ -44,6 +44,10 @@ def shingles(text: str, n: int = 3) -> np.ndarray:
     )
 
 
+def _low32(x: Any) -> int:
+    return int(x) & 0xFFFFFFFF  # the shingles are already 64-bit hashes
+
+
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     inter = len(np.intersect1d(a, b, assume_unique=True))
     return inter / max(1, len(a) + len(b) - inter)
@@ -63,11 +67,19 @@ def near_duplicate_problems(
     lsh = MinHashLSH(threshold=max(0.05, threshold - 0.15), num_perm=num_perm)
     kept: dict[str, np.ndarray] = {}
     found: dict[str, dict[str, Any]] = {}
+    # the permutations are drawn once and shared: drawing them per MinHash dominated the cost
+    template = MinHash(num_perm=num_perm, seed=seed, hashfunc=_low32)
     for pid, text in problems:
         grams = shingles(text)
         if not len(grams):
             continue
-        m = MinHash(num_perm=num_perm, seed=seed, hashfunc=lambda x: int(x) & 0xFFFFFFFF)
+        m = MinHash(
+            num_perm=num_perm,
+            seed=seed,
+            hashfunc=_low32,
+            permutations=template.permutations,
+            scheme=template.scheme,
+        )
         m.update_batch(grams.tolist())
         scored = [(jaccard(grams, kept[c]), c) for c in lsh.query(m)]
         best = max((x for x in scored if x[0] >= threshold), default=None)
