@@ -34,23 +34,30 @@ def _split_of(a: int, op: str, b: int) -> str:
     return "test" if _key(a, op, b) % TEST_SHARE == 0 else "train"
 
 
-def _number(rng: random.Random) -> int:
+def _number(rng: random.Random, max_digits: int = MAX_DIGITS) -> int:
     # Draw the length first so short and long operands are equally common (uniform values
     # would make almost every operand 5 digits long).
-    n = rng.randint(MIN_DIGITS, MAX_DIGITS)
+    n = rng.randint(MIN_DIGITS, max_digits)
     return rng.randint(10 ** (n - 1), 10**n - 1)
 
 
-def make_problems(n: int, seed: int, split: str = "train") -> list[dict]:
-    """`n` distinct problems of one split, deterministic for a seed: {"id", "problem", "answer"}."""
+def make_problems(
+    n: int, seed: int, split: str = "train", max_digits: int = MAX_DIGITS, ops: str = "+-×"
+) -> list[dict]:
+    """`n` distinct problems of one split, deterministic for a seed: {"id", "problem", "answer"}.
+    `max_digits` (2-5) and `ops` narrow the distribution (the demo uses shorter problems)."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if not MIN_DIGITS <= max_digits <= MAX_DIGITS or not ops or set(ops) - set("+-×"):
+        raise ValueError(
+            f"max_digits must be in {MIN_DIGITS}..{MAX_DIGITS} and ops a subset of '+-×'"
+        )
     rng = random.Random(f"arith-{seed}-{split}")
     seen: set[tuple[int, str, int]] = set()
     out = []
     while len(out) < n:
-        op = rng.choice("+-×")
-        a, b = _number(rng), _number(rng)
+        op = rng.choice(ops)
+        a, b = _number(rng, max_digits), _number(rng, max_digits)
         if op == "×":
             b = rng.randint(2, 9)
         elif op == "-" and rng.random() < 0.2:

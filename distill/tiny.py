@@ -1,4 +1,4 @@
-"""Tiny Qwen2 / Llama models built locally: for tests, benchmarks and the demo's fresh student.
+"""Tiny Qwen2 / Llama models built locally: for tests and benchmarks.
 
 Nothing is downloaded: the tokenizer is a byte-level BPE trained here on the given texts,
 the model is randomly initialised. head_dim is 64 because vLLM's CPU attention accepts only

@@ -47,7 +47,7 @@ class LoraSettings:
 @dataclass
 class StudentRecipe:
     base_model: str = option(
-        help="Hub id or path of the model to fine-tune ('tiny': a fresh tiny Qwen2)."
+        help="Hub id or path of the model to fine-tune ('assets/...': a bundled model)."
     )
     name: str = option("custom", help="Recipe name.", cli=False)
     params_b: float = option(0.0, help="Parameters in billions (for memory estimates).", cli=False)

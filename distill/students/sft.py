@@ -19,7 +19,6 @@ from distill.errors import UserError
 from distill.students.recipe import StudentRecipe, template_text, validate_sft
 
 log = logging.getLogger(__name__)
-TINY_TEACHER = Path(__file__).resolve().parents[1] / "assets" / "tiny-teacher"
 
 
 def load_tokenizer(model_path: str, recipe: StudentRecipe) -> Any:
@@ -68,15 +67,14 @@ def load_model(model_path: str, recipe: StudentRecipe, fresh: bool) -> Any:
     )
 
 
-def model_source(recipe: StudentRecipe, model: str | None) -> tuple[str, bool]:
-    """(path or Hub id, fresh init?) — `tiny` is the bundled teacher's shape, untrained."""
-    if model:
-        return model, False
-    if recipe.base_model == "tiny":
-        if not (TINY_TEACHER / "config.json").is_file():
-            raise UserError(f"the tiny recipe needs {TINY_TEACHER} (or --model PATH)")
-        return str(TINY_TEACHER), True
-    return recipe.base_model, False
+def model_source(recipe: StudentRecipe, model: str | None) -> str:
+    """The checkpoint to fine-tune: --model, else the recipe's base model."""
+    path = model or recipe.base_model
+    if path.startswith("assets/"):  # bundled models, wherever the package is installed
+        path = str(Path(__file__).resolve().parents[1] / path)
+        if not Path(path).is_dir():
+            raise UserError(f"{path}: the bundled model is missing (scripts/ can rebuild it)")
+    return path
 
 
 def sft_args(recipe: StudentRecipe, output: Path, sft_overrides: dict[str, Any], lora: bool) -> Any:
@@ -156,7 +154,7 @@ def run_sft(recipe: StudentRecipe, data: str, output: Path, model: str | None, s
 
     from distill.students.data import build_dataset
 
-    path, fresh = model_source(recipe, model)
+    path = model_source(recipe, model)
     args = sft_args(recipe, output, sft_overrides, lora or qlora)
     tok = load_tokenizer(path, recipe)
     with PartialState().main_process_first():  # rank 0 tokenizes, the others read its cache
@@ -167,7 +165,7 @@ def run_sft(recipe: StudentRecipe, data: str, output: Path, model: str | None, s
         counts["tokens"],
         counts["dropped_too_long"],
     )
-    model_obj = load_model(path, recipe, fresh) if not qlora else _quantized(path, recipe)
+    model_obj = load_model(path, recipe, fresh=False) if not qlora else _quantized(path, recipe)
     peft_config = _lora_config(recipe) if (lora or qlora) else None
     summary = SummaryCallback()
     callbacks = [summary.bind()]
