@@ -4,10 +4,13 @@
     distill demo --quick    # the CI version
 
 The bundled teacher (distill/assets/tiny-teacher, trained by scripts/train_tiny_teacher.py)
-does column arithmetic step by step inside <think> and is right often, not always. The demo
-generates traces from it, filters them, trains two fresh tiny students with the same budget,
-one on the filtered corpus and one on the unfiltered traces, and evaluates the teacher and
-the students on held-out problems. Everything lands under one output folder.
+does column arithmetic step by step inside <think> and is right often, not always (it slips
+most on multiplication). The students start from a tiny base model (distill/assets/tiny-base,
+scripts/train_tiny_base.py) pretrained on plain-text column arithmetic that has never seen the
+<think> format, as R1's students are base models. The demo generates traces from the teacher,
+filters them, fine-tunes two copies of the base with the same budget, one on the filtered
+corpus and one on the unfiltered traces, and evaluates the teacher and the students on
+held-out problems. Everything lands under one output folder.
 """
 
 from __future__ import annotations
@@ -35,9 +38,14 @@ class DemoConfig:
     test_problems: int = option(200, help="Held-out problems for the evaluations.")
     samples: int = option(4, help="Teacher samples per training problem.")
     eval_samples: int = option(2, help="Samples per test problem in the evaluations.")
-    student_steps: int = option(
-        300, help="Optimizer steps of each student (the same budget for both)."
+    max_digits: int = option(3, help="Longest operand of the demo's problems (2-5 digits).")
+    ops: str = option(
+        "+-×", help="Operations, drawn uniformly from this string (repeat one to weight it)."
     )
+    student_steps: int = option(
+        400, help="Optimizer steps of each student (the same budget for both)."
+    )
+    student_lr: float = option(1e-3, help="Peak learning rate of the students.")
     seed: int = option(0, help="Seed of the problems and the training.")
 
     def sized(self) -> DemoConfig:
@@ -45,7 +53,7 @@ class DemoConfig:
             return self
         return DemoConfig(
             output=self.output, quick=True, train_problems=160, test_problems=48, samples=2,
-            eval_samples=1, student_steps=40, seed=self.seed,
+            eval_samples=1, max_digits=self.max_digits, ops=self.ops, student_steps=40, student_lr=self.student_lr, seed=self.seed,
         )  # fmt: skip
 
 
@@ -53,22 +61,6 @@ def _write_problems(path: Path, problems: list[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(p) + "\n" for p in problems))
     return path
-
-
-def _fresh_student(folder: Path) -> Path:
-    """The untrained student, saved, so it is evaluated exactly like the trained ones."""
-    from distill.students.recipe import load_recipe
-    from distill.students.sft import TINY_TEACHER, load_model, load_tokenizer
-
-    if (folder / "model.safetensors").is_file():
-        return folder
-    recipe = load_recipe("tiny")
-    tok = load_tokenizer(str(TINY_TEACHER), recipe)
-    model = load_model(str(TINY_TEACHER), recipe, fresh=True)
-    model.config.use_cache = True
-    model.save_pretrained(str(folder))
-    tok.save_pretrained(str(folder))
-    return folder
 
 
 def _accuracy(report: dict[str, Any]) -> float:
@@ -81,9 +73,12 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     from distill import synthetic
     from distill.evaluate import EvalConfig, evaluate
     from distill.filter import FilterConfig, filter_corpus
+    from distill.filters.select import CorpusConfig
     from distill.generate import GenerateConfig, generate
     from distill.log import progress
     from distill.problems import DatasetSpec
+    from distill.students.recipe import load_recipe
+    from distill.students.sft import model_source
     from distill.teachers.profile import load_profile
     from distill.teachers.vllm_engine import VLLMTeacher
     from distill.train import TrainConfig, train
@@ -92,10 +87,12 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     out = cfg.output
     started = time.time()
     train_file = _write_problems(
-        out / "data" / "train.jsonl", synthetic.make_problems(cfg.train_problems, cfg.seed, "train")
+        out / "data" / "train.jsonl",
+        synthetic.make_problems(cfg.train_problems, cfg.seed, "train", cfg.max_digits, cfg.ops),
     )
     test_file = _write_problems(
-        out / "data" / "test.jsonl", synthetic.make_problems(cfg.test_problems, cfg.seed, "test")
+        out / "data" / "test.jsonl",
+        synthetic.make_problems(cfg.test_problems, cfg.seed, "test", cfg.max_digits, cfg.ops),
     )
     teacher_profile = load_profile("tiny")
     numbers: dict[str, Any] = {"config": {k: str(v) for k, v in vars(cfg).items()}}
@@ -106,11 +103,24 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         "students: train",
         "students: evaluate",
     ]
+    seconds: dict[str, float] = {}
+    numbers["seconds"] = seconds
     bar = progress()
+    clock = [time.time()]
+
+    def next_stage(i: int) -> None:
+        """Close stage i-1 (its wall time goes to demo.json) and show stage i."""
+        now = time.time()
+        if i:
+            seconds[stages[i - 1]] = round(now - clock[0], 1)
+            bar.update(task, advance=1)
+        clock[0] = now
+        if i < len(stages):
+            bar.update(task, description=stages[i])
+
     with bar:
         task = bar.add_task("demo", total=len(stages))
-
-        bar.update(task, description=stages[0])
+        next_stage(0)
         teacher = VLLMTeacher(teacher_profile)
         try:
             generate(
@@ -122,32 +132,40 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                 teacher_profile,
                 teacher,
             )
-            bar.update(task, advance=1, description=stages[1])
+            next_stage(1)
             ecfg = EvalConfig(
                 benchmark=[str(test_file)],
                 output=out / "eval" / "teacher",
                 samples=cfg.eval_samples,
             )
             numbers["teacher_accuracy"] = _accuracy(evaluate(ecfg, teacher_profile, teacher))
+            numbers["by_op"] = {"teacher": _by_op(ecfg.output, test_file)}
         finally:
             teacher.close()
-        bar.update(task, advance=1, description=stages[2])
+        next_stage(2)
 
-        report = filter_corpus(FilterConfig(input=out / "traces", output=out / "corpus"))
+        # Rejection sampling proper: correctness and readability. Dedup stays off: the tiny
+        # teacher often writes the same correct working for a problem twice, and removing those
+        # would confuse "kept by the filter" with "distinct".
+        corpus_cfg = CorpusConfig(dedup=False, near_dup_threshold=0.0)
+        report = filter_corpus(
+            FilterConfig(input=out / "traces", output=out / "corpus", corpus=corpus_cfg)
+        )
         numbers["kept_fraction"] = report["counts"]["kept_fraction"]
         numbers["traces"] = report["counts"]["in"]
         correct = report["correct"].get("true", 0)
         numbers["traces_correct_fraction"] = round(correct / max(1, report["counts"]["in"]), 4)
-        bar.update(task, advance=1, description=stages[3])
+        next_stage(3)
 
         budget = {
             "max_steps": cfg.student_steps,
+            "learning_rate": cfg.student_lr,
             "seed": cfg.seed,
             "data_seed": cfg.seed,
             "logging_steps": 10,
         }
         students = {
-            "untrained": _fresh_student(out / "students" / "untrained"),
+            "untrained": Path(model_source(load_recipe("tiny"), None)),
             "sft_unfiltered": out / "students" / "unfiltered",
             "sft_filtered": out / "students" / "filtered",
         }
@@ -163,7 +181,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             ),
             sft_overrides=budget,
         )
-        bar.update(task, advance=1, description=stages[4])
+        next_stage(4)
 
         for name, folder in students.items():
             profile = load_profile("tiny", {"model": str(folder)})
@@ -171,30 +189,52 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                 benchmark=[str(test_file)], output=out / "eval" / name, samples=cfg.eval_samples
             )
             numbers[f"student_{name}_accuracy"] = _accuracy(evaluate(ecfg, profile))
-        bar.update(task, advance=1)
+            numbers["by_op"][f"student_{name}"] = _by_op(ecfg.output, test_file)
+        next_stage(len(stages))
     numbers["wall_time_s"] = round(time.time() - started, 1)
     (out / "demo.json").write_text(json.dumps(numbers, indent=2) + "\n")
     _print(numbers, out)
     return numbers
 
 
+def _by_op(eval_dir: Path, test_file: Path) -> dict[str, float]:
+    """Accuracy per operation (+, -, ×) from an evaluation's per-sample verdicts."""
+    import pyarrow.parquet as pq
+
+    op_of = {}
+    for line in test_file.read_text().splitlines():
+        p = json.loads(line)
+        op_of[p["id"]] = next(c for c in "+-×" if f" {c} " in p["problem"])
+    right: dict[str, list[int]] = {}
+    for r in pq.read_table(eval_dir / "samples" / "test.parquet").to_pylist():
+        tally = right.setdefault(op_of[r["problem_id"]], [0, 0])
+        tally[0] += bool(r["correct"])
+        tally[1] += 1
+    return {op: round(a / n, 4) for op, (a, n) in sorted(right.items())}
+
+
 def _print(n: dict[str, Any], out: Path) -> None:
     from rich.table import Table
 
-    table = Table(title=f"distill demo → {out}")
+    ops = list(n["by_op"]["teacher"])
+    table = Table(
+        title=f"distill demo → {out}",
+        caption=f"pass@1 on {n['config']['test_problems']} held-out problems; "
+        f"the filter kept {100 * n['kept_fraction']:.1f}% of {n['traces']:,} traces; "
+        f"{n['wall_time_s']:.0f} s",
+    )
     table.add_column("")
-    table.add_column("", justify="right")
-    table.add_row("teacher accuracy (held-out, pass@1)", f"{100 * n['teacher_accuracy']:.1f}%")
-    table.add_row(
-        "traces kept by the filter", f"{100 * n['kept_fraction']:.1f}% of {n['traces']:,}"
-    )
-    table.add_row("student before training", f"{100 * n['student_untrained_accuracy']:.1f}%")
-    table.add_row(
-        "student after SFT on unfiltered traces",
-        f"{100 * n['student_sft_unfiltered_accuracy']:.1f}%",
-    )
-    table.add_row(
-        "student after SFT on filtered traces", f"{100 * n['student_sft_filtered_accuracy']:.1f}%"
-    )
-    table.add_row("wall time", f"{n['wall_time_s']:.0f} s")
+    table.add_column("accuracy", justify="right")
+    for op in ops:
+        table.add_column(op, justify="right")
+    rows = [
+        ("teacher", "teacher"),
+        ("student before training", "student_untrained"),
+        ("student after SFT on unfiltered traces", "student_sft_unfiltered"),
+        ("student after SFT on filtered traces", "student_sft_filtered"),
+    ]
+    for label, key in rows:
+        acc = n[f"{key}_accuracy"]
+        per_op = [f"{100 * n['by_op'][key].get(op, 0.0):.1f}%" for op in ops]
+        table.add_row(label, f"{100 * acc:.1f}%", *per_op)
     console.print(table)

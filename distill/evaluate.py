@@ -175,8 +175,9 @@ def evaluate(cfg: EvalConfig, profile: TeacherProfile, teacher: Any = None) -> d
     atomic_write_json(cfg.output / "results.json", report)
     text = markdown(results, profile.model)
     atomic_write_bytes(cfg.output / "results.md", text.encode())
-    model_dir = Path(profile.model)
-    if model_dir.is_dir() and (model_dir / "config.json").is_file():
+    model_dir = Path(profile.model).resolve()
+    bundled = Path(__file__).resolve().parent / "assets"  # part of the installed package
+    if (model_dir / "config.json").is_file() and bundled not in model_dir.parents:
         atomic_write_bytes(
             model_dir / "eval_results.md", text.encode()
         )  # for `distill push`'s card

@@ -1,0 +1,56 @@
+"""The quick demo, as CI runs it: the whole pipeline on the bundled tiny teacher."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import distill
+from distill.records import read_corpus
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_demo_runs_the_whole_pipeline_with_sane_numbers(tmp_path):
+    out = tmp_path / "demo"
+    r = subprocess.run([sys.executable, "-m", "distill.cli", "demo", "--quick", "--output", str(out)],
+                       capture_output=True, text=True, timeout=1200)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-4000:]
+    numbers = json.loads((out / "demo.json").read_text())
+    # the tiny teacher is right often but not always on the demo's problems
+    assert 0.5 <= numbers["teacher_accuracy"] <= 0.99, numbers
+    assert 0.3 <= numbers["kept_fraction"] < 1.0, numbers
+    for key in (
+        "student_untrained_accuracy",
+        "student_sft_unfiltered_accuracy",
+        "student_sft_filtered_accuracy",
+    ):
+        assert 0.0 <= numbers[key] <= 1.0
+    # the base model has never seen the R1 format: it cannot answer in \\boxed{} before SFT
+    assert numbers["student_untrained_accuracy"] < 0.05
+    assert set(numbers["by_op"]) == {
+        "teacher",
+        "student_untrained",
+        "student_sft_unfiltered",
+        "student_sft_filtered",
+    }
+    assert set(numbers["seconds"]) == {
+        "teacher: generate traces",
+        "teacher: evaluate",
+        "filter",
+        "students: train",
+        "students: evaluate",
+    }
+    kept = read_corpus(out / "corpus" / "kept")
+    assert kept.num_rows > 0 and set(kept.column("correct").to_pylist()) == {True}
+    assert all(reasons == [] for reasons in kept.column("reasons").to_pylist())
+    rejected = read_corpus(out / "corpus" / "rejected")
+    assert rejected.num_rows > 0 and all(rejected.column("reasons").to_pylist())
+    for folder in ("traces", "corpus", "students/filtered", "students/unfiltered", "eval/teacher"):
+        assert (out / folder).is_dir(), folder
+    assert "student after SFT on filtered traces" in r.stderr
+    # evaluating the bundled teacher and base leaves the installed package untouched
+    assets = Path(distill.__file__).parent / "assets"
+    assert not list(assets.glob("*/eval_results.*"))
