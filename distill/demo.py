@@ -53,7 +53,7 @@ class DemoConfig:
             return self
         return DemoConfig(
             output=self.output, quick=True, train_problems=160, test_problems=48, samples=2,
-            eval_samples=1, max_digits=self.max_digits, ops=self.ops, student_steps=40, student_lr=self.student_lr, seed=self.seed,
+            eval_samples=1, max_digits=self.max_digits, ops=self.ops, student_steps=120, student_lr=self.student_lr, seed=self.seed,
         )  # fmt: skip
 
 
