@@ -36,6 +36,39 @@ def option(
     return dataclasses.field(default=default, metadata=meta)
 
 
+ASSETS = Path(__file__).parent / "assets"  # models and data shipped inside the package
+
+
+def shipped(folder: Path) -> list[str]:
+    """Names of the YAML files (recipes, profiles) shipped in a package folder."""
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def shipped_yaml(name_or_path: str, folder: Path, kind: str) -> Path:
+    """A YAML file by path, else the one shipped in `folder` under that name."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    path = folder / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise UserError(
+            f"unknown {kind} '{name_or_path}' (shipped: {', '.join(shipped(folder))}; "
+            "or give a path to a YAML file)"
+        )
+    return path
+
+
+def bundled(ref: str) -> str:
+    """`assets/NAME` (a model shipped with the package, as profiles and recipes name them) as a
+    path that works wherever the package is installed; anything else unchanged."""
+    if not ref.startswith("assets/"):
+        return ref
+    path = ASSETS / ref.removeprefix("assets/")
+    if not path.exists():
+        raise UserError(f"{path}: the bundled model is missing (scripts/ can rebuild it)")
+    return str(path)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, turning every problem into a one-line UserError."""
     p = Path(path)

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import option
+from distill.errors import UserError
 from distill.log import console
+from distill.synthetic import MAX_DIGITS, MIN_DIGITS
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,18 @@ class DemoConfig:
     )
     student_lr: float = option(1e-3, help="Peak learning rate of the students.")
     seed: int = option(0, help="Seed of the problems and the training.")
+
+    def check(self) -> None:
+        """Refuse impossible sizes before anything is written."""
+        for name in ("train_problems", "test_problems", "samples", "eval_samples", "student_steps"):
+            if getattr(self, name) < 1:
+                raise UserError(f"distill demo: --{name.replace('_', '-')} must be at least 1")
+        if not MIN_DIGITS <= self.max_digits <= MAX_DIGITS:
+            raise UserError(
+                f"distill demo: --max-digits must be between {MIN_DIGITS} and {MAX_DIGITS}"
+            )
+        if not self.ops or set(self.ops) - set("+-×"):
+            raise UserError(f"distill demo: --ops takes the characters + - ×, got {self.ops!r}")
 
     def sized(self) -> DemoConfig:
         if not self.quick:
@@ -83,6 +97,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     from distill.teachers.vllm_engine import VLLMTeacher
     from distill.train import TrainConfig, train
 
+    cfg.check()
     cfg = cfg.sized()
     out = cfg.output
     started = time.time()
@@ -106,15 +121,15 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     seconds: dict[str, float] = {}
     numbers["seconds"] = seconds
     bar = progress()
-    clock = [time.time()]
+    stage_started = time.time()
 
     def next_stage(i: int) -> None:
         """Close stage i-1 (its wall time goes to demo.json) and show stage i."""
-        now = time.time()
+        nonlocal stage_started
         if i:
-            seconds[stages[i - 1]] = round(now - clock[0], 1)
+            seconds[stages[i - 1]] = round(time.time() - stage_started, 1)
             bar.update(task, advance=1)
-        clock[0] = now
+        stage_started = time.time()
         if i < len(stages):
             bar.update(task, description=stages[i])
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.config import option, to_dict
+from distill.config import ASSETS, option, to_dict
 from distill.errors import UserError
 from distill.log import console
 from distill.metrics import benchmark_metrics
@@ -176,11 +176,9 @@ def evaluate(cfg: EvalConfig, profile: TeacherProfile, teacher: Any = None) -> d
     text = markdown(results, profile.model)
     atomic_write_bytes(cfg.output / "results.md", text.encode())
     model_dir = Path(profile.model).resolve()
-    bundled = Path(__file__).resolve().parent / "assets"  # part of the installed package
-    if (model_dir / "config.json").is_file() and bundled not in model_dir.parents:
-        atomic_write_bytes(
-            model_dir / "eval_results.md", text.encode()
-        )  # for `distill push`'s card
+    # results go beside the weights for `distill push`'s card, but never into the package
+    if (model_dir / "config.json").is_file() and ASSETS.resolve() not in model_dir.parents:
+        atomic_write_bytes(model_dir / "eval_results.md", text.encode())
         atomic_write_json(model_dir / "eval_results.json", report)
     _print(results, profile.model)
     return report

@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from distill.config import option
+from distill.config import ASSETS, option
 from distill.errors import UserError
 
 log = logging.getLogger(__name__)
 
 Domain = Literal["math", "code", "choice", "text"]
-ASSETS = Path(__file__).parent / "assets"
 PROBLEM_COLUMNS = ["problem", "question", "prompt", "input", "query", "instruction", "Question"]
 ANSWER_COLUMNS = [
     "answer", "final_answer", "expected_answer", "gold", "target", "reference", "label",

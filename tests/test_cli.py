@@ -135,6 +135,22 @@ def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, data, make_args, m
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--max-digits", "7"], "--max-digits must be between 2 and 5"),
+        (["--ops", "+/"], "--ops takes the characters"),
+        (["--student-steps", "0"], "--student-steps must be at least 1"),
+    ],
+)
+def test_demo_refuses_impossible_sizes_before_writing(tmp_path, flags, message):
+    out = tmp_path / "demo"
+    r = distill("demo", *flags, "--output", str(out))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and message in lines[0], r.stderr
+    assert not out.exists()
+
+
 def _yaml(tmp: Path, text: str) -> Path:
     path = tmp / f"p{abs(hash(text))}.yaml"
     path.write_text(text)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from distill.config import from_dict, load_yaml, option, override
+from distill.config import from_dict, load_yaml, option, override, shipped, shipped_yaml
 from distill.errors import UserError
 
 HERE = Path(__file__).parent
@@ -70,7 +70,7 @@ class StudentRecipe:
 
 
 def shipped_recipes() -> list[str]:
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    return shipped(RECIPES_DIR)
 
 
 def template_text(name: str) -> str:
@@ -90,14 +90,7 @@ def load_recipe(
 ) -> StudentRecipe:
     """A shipped recipe by name or a YAML path; `extra` (a recipe-shaped mapping from
     --config) merges in, then dotted `overrides` (flags)."""
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml") and not path.exists():
-        path = RECIPES_DIR / f"{name_or_path}.yaml"
-        if not path.is_file():
-            raise UserError(
-                f"unknown student recipe '{name_or_path}' (shipped: {', '.join(shipped_recipes())}; "
-                "or give a path to a YAML file)"
-            )
+    path = shipped_yaml(name_or_path, RECIPES_DIR, "student recipe")
     data = load_yaml(path)
     data.setdefault("name", path.stem)
     recipe = from_dict(StudentRecipe, data, str(path))

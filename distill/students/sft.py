@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from distill.config import bundled
 from distill.errors import UserError
 from distill.students.recipe import StudentRecipe, template_text, validate_sft
 
@@ -69,12 +70,7 @@ def load_model(model_path: str, recipe: StudentRecipe, fresh: bool) -> Any:
 
 def model_source(recipe: StudentRecipe, model: str | None) -> str:
     """The checkpoint to fine-tune: --model, else the recipe's base model."""
-    path = model or recipe.base_model
-    if path.startswith("assets/"):  # bundled models, wherever the package is installed
-        path = str(Path(__file__).resolve().parents[1] / path)
-        if not Path(path).is_dir():
-            raise UserError(f"{path}: the bundled model is missing (scripts/ can rebuild it)")
-    return path
+    return bundled(model or recipe.base_model)
 
 
 def sft_args(recipe: StudentRecipe, output: Path, sft_overrides: dict[str, Any], lora: bool) -> Any:

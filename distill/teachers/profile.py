@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from distill.config import from_dict, load_yaml, option, override
+from distill.config import bundled, from_dict, load_yaml, option, override, shipped, shipped_yaml
 from distill.errors import UserError
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
@@ -172,19 +172,12 @@ class TeacherProfile:
 
 
 def shipped_profiles() -> list[str]:
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+    return shipped(PROFILES_DIR)
 
 
 def load_profile(name_or_path: str, overrides: dict[str, Any] | None = None) -> TeacherProfile:
     """A shipped profile by name or a YAML file by path, then overrides (dotted keys)."""
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml") and not path.exists():
-        path = PROFILES_DIR / f"{name_or_path}.yaml"
-        if not path.is_file():
-            raise UserError(
-                f"unknown teacher profile '{name_or_path}' "
-                f"(shipped: {', '.join(shipped_profiles())}; or give a path to a YAML file)"
-            )
+    path = shipped_yaml(name_or_path, PROFILES_DIR, "teacher profile")
     data = load_yaml(path)
     data.setdefault("name", path.stem)
     prompts = data.get("prompts")
@@ -198,7 +191,5 @@ def load_profile(name_or_path: str, overrides: dict[str, Any] | None = None) -> 
                 defaults[domain] = tpl
         data["prompts"] = defaults
     profile = from_dict(TeacherProfile, data, str(path))
-    # Bundled models are referenced relative to the package so profiles work from anywhere.
-    if profile.model.startswith("assets/"):
-        profile.model = str(Path(__file__).parent.parent / profile.model)
+    profile.model = bundled(profile.model)
     return override(profile, overrides or {})
