@@ -16,6 +16,7 @@ from servers import deepseek_server, fault_proxy
 from distill.generate import GenerateConfig, generate
 from distill.problems import DatasetSpec
 from distill.records import FIELDS, read_corpus, read_manifest
+from distill.teachers.openai_server import share_tokens
 from distill.teachers.profile import load_profile
 
 KEY = "sk-test-NEVER-WRITE-ME-8f3a9c"
@@ -253,3 +254,14 @@ def test_serve_builds_the_vllm_serve_command():
         and "--max-model-len 8192" in r.stdout
         and "--tensor-parallel-size 2" in r.stdout
     )
+
+
+def test_one_usage_is_shared_over_n_choices_without_zeros():
+    # A served tiny model sometimes stops right after the prefill: its choice is empty
+    # but still cost a token, and plain rounding gave it 0 (a CI failure).
+    assert share_tokens(61, [0, 180, 175]) == [1, 30, 30]
+    for total, sizes in [(61, [0, 180, 175]), (7, [5, 5, 5]), (100, [0, 0]), (3, [1, 1, 1])]:
+        shares = share_tokens(total, sizes)
+        assert sum(shares) == total and min(shares) >= 1, (total, sizes, shares)
+    assert share_tokens(40, [10]) == [40]
+    assert share_tokens(0, [3, 4]) == [0, 0]  # a server that reports no usage

@@ -177,11 +177,9 @@ class OpenAITeacher:
             reasoning = getattr(msg, "reasoning_content", None) or getattr(msg, "reasoning", None)
             texts.append((msg.content or "", reasoning or None, c.finish_reason))
         total = usage.completion_tokens if usage else 0
-        sizes = [len(t) + len(r or "") for t, r, _ in texts]
+        shares = share_tokens(total, [len(t) + len(r or "") for t, r, _ in texts])
         samples = []
-        for (text, reasoning, finish), i, size in zip(texts, indices, sizes, strict=False):
-            # Servers report one usage for all n choices: shared out by length when n > 1.
-            tokens = total if len(texts) == 1 else round(total * size / max(1, sum(sizes)))
+        for (text, reasoning, finish), i, tokens in zip(texts, indices, shares, strict=False):
             reason = finish if finish in ("stop", "length") else "error"
             samples.append(
                 Sample(
@@ -209,6 +207,27 @@ class OpenAITeacher:
             for i in missing
         ]
         return samples
+
+
+def share_tokens(total: int, sizes: list[int]) -> list[int]:
+    """Split one usage count over n choices by text length (servers report one total).
+
+    Every choice generated at least one token (its stop token if nothing else), and the
+    shares add up to the total: plain rounding gave a short choice 0 tokens.
+    """
+    if len(sizes) <= 1 or total < len(sizes):
+        return [total] * len(sizes) if len(sizes) <= 1 else [min(1, total)] * len(sizes)
+    if not any(sizes):
+        sizes = [1] * len(sizes)
+    spare = total - len(sizes)
+    weight = sum(sizes)
+    exact = [spare * s / weight for s in sizes]
+    shares = [1 + int(e) for e in exact]
+    # Largest remainders get the tokens lost to flooring.
+    left = total - sum(shares)
+    for j in sorted(range(len(sizes)), key=lambda j: int(exact[j]) - exact[j])[:left]:
+        shares[j] += 1
+    return shares
 
 
 def _retry_after(e: Any) -> float | None:
