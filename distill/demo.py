@@ -15,6 +15,7 @@ held-out problems. Everything lands under one output folder.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -25,7 +26,8 @@ from typing import Any
 from distill.config import option
 from distill.errors import UserError
 from distill.log import console
-from distill.synthetic import MAX_DIGITS, MIN_DIGITS
+from distill.records import atomic_write_bytes, atomic_write_json
+from distill.synthetic import MAX_DIGITS, MIN_DIGITS, operation
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +67,14 @@ class DemoConfig:
     def sized(self) -> DemoConfig:
         if not self.quick:
             return self
-        return DemoConfig(
-            output=self.output, quick=True, train_problems=160, test_problems=48, samples=2,
-            eval_samples=1, max_digits=self.max_digits, ops=self.ops, student_steps=120, student_lr=self.student_lr, seed=self.seed,
-        )  # fmt: skip
+        return dataclasses.replace(
+            self, train_problems=160, test_problems=48, samples=2, eval_samples=1, student_steps=120
+        )
 
 
 def _write_problems(path: Path, problems: list[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(p) + "\n" for p in problems))
+    atomic_write_bytes(path, "".join(json.dumps(p) + "\n" for p in problems).encode())
     return path
 
 
@@ -207,7 +208,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             numbers["by_op"][f"student_{name}"] = _by_op(ecfg.output, test_file)
         next_stage(len(stages))
     numbers["wall_time_s"] = round(time.time() - started, 1)
-    (out / "demo.json").write_text(json.dumps(numbers, indent=2) + "\n")
+    atomic_write_json(out / "demo.json", numbers)
     _print(numbers, out)
     return numbers
 
@@ -216,10 +217,8 @@ def _by_op(eval_dir: Path, test_file: Path) -> dict[str, float]:
     """Accuracy per operation (+, -, ×) from an evaluation's per-sample verdicts."""
     import pyarrow.parquet as pq
 
-    op_of = {}
-    for line in test_file.read_text().splitlines():
-        p = json.loads(line)
-        op_of[p["id"]] = next(c for c in "+-×" if f" {c} " in p["problem"])
+    problems = (json.loads(line) for line in test_file.read_text().splitlines())
+    op_of = {p["id"]: operation(p) for p in problems}
     right: dict[str, list[int]] = {}
     for r in pq.read_table(eval_dir / "samples" / "test.parquet").to_pylist():
         tally = right.setdefault(op_of[r["problem_id"]], [0, 0])

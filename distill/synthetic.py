@@ -80,31 +80,33 @@ def make_problems(
     return out
 
 
-def solve(problem: dict) -> str:
-    """The reference step-by-step working for a problem (no <think> tags)."""
+def _parse(problem: dict) -> tuple[str, str, str]:
     m = _PROBLEM_RE.fullmatch(problem["problem"].strip())
     if m is None:
         raise ValueError(f"not an arithmetic problem: {problem['problem']!r}")
-    a, op, b = m.group(1), m.group(2), m.group(3)
+    return m.group(1), m.group(2), m.group(3)
+
+
+def operation(problem: dict) -> str:
+    """The problem's operation: '+', '-' or '×' (per-operation accuracy tables)."""
+    return _parse(problem)[1]
+
+
+def solve(problem: dict) -> str:
+    """The reference step-by-step working for a problem (no <think> tags)."""
+    a, op, b = _parse(problem)
     width = max(len(a), len(b))
     da, db = a.zfill(width)[::-1], b.zfill(width)[::-1]  # ones digit first, short one 0-padded
     written, carry = [], 0
-    if op == "+":
-        lines = ["Add column by column, starting from the ones digit."]
-        for x, y in zip(da, db, strict=True):
-            s = int(x) + int(y) + carry
+    if op in "+×":
+        # Addition pairs the columns; multiplication runs the single digit along the number.
+        verb = "Add column by column" if op == "+" else "Multiply digit by digit"
+        lines = [f"{verb}, starting from the ones digit."]
+        pairs = zip(da, db, strict=True) if op == "+" else ((x, b) for x in a[::-1])
+        for x, y in pairs:
+            s = (int(x) + int(y) if op == "+" else int(x) * int(y)) + carry
             written.append(s % 10)
-            lines.append(f"{x} + {y} + {carry} = {s}, write {s % 10}, carry {s // 10}.")
-            carry = s // 10
-        if carry:
-            written.append(carry)
-            lines.append(f"The last carry {carry} is the leading digit.")
-    elif op == "×":
-        lines = ["Multiply digit by digit, starting from the ones digit."]
-        for x in a[::-1]:
-            s = int(x) * int(b) + carry
-            written.append(s % 10)
-            lines.append(f"{x} × {b} + {carry} = {s}, write {s % 10}, carry {s // 10}.")
+            lines.append(f"{x} {op} {y} + {carry} = {s}, write {s % 10}, carry {s // 10}.")
             carry = s // 10
         if carry:
             written.append(carry)

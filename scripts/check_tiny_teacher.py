@@ -15,7 +15,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from distill.synthetic import USER_SUFFIX, make_problems, solve
+from distill.synthetic import USER_SUFFIX, make_problems, operation, solve
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPLETION_RE = re.compile(r"<think>\n(.*?)\n</think>\n\n(.*)", re.DOTALL)
@@ -89,7 +89,7 @@ def main() -> None:
             if answer == p["answer"]:
                 correct += 1
                 right += 1
-                by_op[p["problem"].split()[3]] += 1
+                by_op[operation(p)] += 1
             else:
                 m = COMPLETION_RE.fullmatch(text)
                 slips[first_slip(m.group(1), solve(p)) if m else "malformed"] += 1
@@ -106,7 +106,7 @@ def main() -> None:
         f"problems with all {n} right: {per_problem.count(n)}, mixed: "
         f"{sum(0 < r < n for r in per_problem)}, none right: {per_problem.count(0)}"
     )
-    ops = Counter(p["problem"].split()[3] for p in problems)
+    ops = Counter(operation(p) for p in problems)
     print(
         "accuracy by operation: "
         + ", ".join(f"{o} {by_op[o] / (n * k):.0%}" for o, k in ops.items())

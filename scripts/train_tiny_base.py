@@ -21,10 +21,11 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
+from train_tiny_teacher import tiny_sft_config  # scripts/ is on sys.path when run
 from transformers import AutoConfig, AutoTokenizer, Qwen2ForCausalLM
-from trl import SFTConfig, SFTTrainer
+from trl import SFTTrainer
 
-from distill.synthetic import make_problems, solve
+from distill.synthetic import make_problems, operation, solve
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "distill" / "assets"
@@ -77,24 +78,7 @@ def main() -> None:
     )
     rng = random.Random(args.seed)
     data = Dataset.from_list([{"text": text(p, rng)} for p in problems])
-    sft = SFTConfig(
-        output_dir=str(ROOT / "runs" / "tiny-base"),
-        max_steps=args.steps,
-        per_device_train_batch_size=args.batch_size,
-        learning_rate=args.lr,
-        lr_scheduler_type="cosine",
-        warmup_steps=max(1, args.steps // 20),
-        weight_decay=0.0,
-        max_length=512,
-        logging_steps=25,
-        save_strategy="no",
-        report_to="none",
-        seed=args.seed,
-        dataloader_num_workers=0,
-        use_cpu=True,
-        gradient_checkpointing=False,
-        bf16=True,
-    )
+    sft = tiny_sft_config("tiny-base", args)
     trainer = SFTTrainer(model=model, args=sft, train_dataset=data, processing_class=tokenizer)
     trainer.train()
     print(f"trained in {time.time() - t0:.0f}s")
@@ -108,7 +92,7 @@ def main() -> None:
         with torch.no_grad():
             out = model.generate(ids, max_new_tokens=200, do_sample=False, pad_token_id=tokenizer.pad_token_id,
                                  eos_token_id=tokenizer.eos_token_id)  # fmt: skip
-        op = next(c for c in args.ops if f" {c} " in p["problem"])
+        op = operation(p)
         right[op][0] += f"So the result is {p['answer']}." in tokenizer.decode(
             out[0][ids.shape[1] :]
         )

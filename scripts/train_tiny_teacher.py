@@ -113,6 +113,29 @@ def build_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
     return fast
 
 
+def tiny_sft_config(run: str, args: argparse.Namespace, **extra: object) -> SFTConfig:
+    """The SFT settings of both tiny models (this teacher and the demo's base)."""
+    return SFTConfig(
+        output_dir=str(ROOT / "runs" / run),
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, args.steps // 20),
+        weight_decay=0.0,
+        max_length=512,
+        logging_steps=25,
+        save_strategy="no",
+        report_to="none",
+        seed=args.seed,
+        dataloader_num_workers=0,
+        use_cpu=True,
+        gradient_checkpointing=False,  # TRL turns it on by default; a 1M model needs no memory saving
+        bf16=True,  # CPU autocast, fp32 master weights: ~1.5x faster on a CPU with AVX512-BF16
+        **extra,
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--steps", type=int, default=1000)
@@ -157,26 +180,8 @@ def main() -> None:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}")
 
-    run_dir = ROOT / "runs" / "tiny-teacher"
-    sft = SFTConfig(
-        output_dir=str(run_dir),
-        max_steps=args.steps,
-        per_device_train_batch_size=args.batch_size,
-        learning_rate=args.lr,
-        lr_scheduler_type="cosine",
-        warmup_steps=max(1, args.steps // 20),
-        weight_decay=0.0,
-        max_length=512,
-        completion_only_loss=True,  # prompt/completion data: no {% generation %} in the template
-        logging_steps=25,
-        save_strategy="no",
-        report_to="none",
-        seed=args.seed,
-        dataloader_num_workers=0,
-        use_cpu=True,
-        gradient_checkpointing=False,  # TRL turns it on by default; a 1M model needs no memory saving
-        bf16=True,  # CPU autocast, fp32 master weights: ~1.5x faster on a CPU with AVX512-BF16
-    )
+    # prompt/completion data: no {% generation %} in the template, so the loss mask comes from TRL
+    sft = tiny_sft_config("tiny-teacher", args, completion_only_loss=True)
     trainer = SFTTrainer(
         model=model, args=sft, train_dataset=Dataset.from_list(data), processing_class=tokenizer
     )

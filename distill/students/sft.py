@@ -47,7 +47,7 @@ def load_tokenizer(model_path: str, recipe: StudentRecipe) -> Any:
     return tok
 
 
-def load_model(model_path: str, recipe: StudentRecipe, fresh: bool) -> Any:
+def load_model(model_path: str, recipe: StudentRecipe, fresh: bool = False) -> Any:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -161,7 +161,7 @@ def run_sft(recipe: StudentRecipe, data: str, output: Path, model: str | None, s
         counts["tokens"],
         counts["dropped_too_long"],
     )
-    model_obj = load_model(path, recipe, fresh=False) if not qlora else _quantized(path, recipe)
+    model_obj = load_model(path, recipe) if not qlora else _quantized(path, recipe)
     peft_config = _lora_config(recipe) if (lora or qlora) else None
     summary = SummaryCallback()
     callbacks = [summary.bind()]

@@ -215,17 +215,17 @@ def share_tokens(total: int, sizes: list[int]) -> list[int]:
     Every choice generated at least one token (its stop token if nothing else), and the
     shares add up to the total: plain rounding gave a short choice 0 tokens.
     """
-    if len(sizes) <= 1 or total < len(sizes):
-        return [total] * len(sizes) if len(sizes) <= 1 else [min(1, total)] * len(sizes)
-    if not any(sizes):
-        sizes = [1] * len(sizes)
-    spare = total - len(sizes)
-    weight = sum(sizes)
-    exact = [spare * s / weight for s in sizes]
-    shares = [1 + int(e) for e in exact]
-    # Largest remainders get the tokens lost to flooring.
-    left = total - sum(shares)
-    for j in sorted(range(len(sizes)), key=lambda j: int(exact[j]) - exact[j])[:left]:
+    n = len(sizes)
+    if n == 1:
+        return [total]
+    if total < n:  # no usage reported (0): nothing to share
+        return [min(1, total)] * n
+    weights = sizes if any(sizes) else [1] * n
+    exact = [(total - n) * w / sum(weights) for w in weights]
+    shares = [1 + int(x) for x in exact]
+    # the tokens lost to flooring go to the largest remainders
+    by_remainder = sorted(range(n), key=lambda j: exact[j] - int(exact[j]), reverse=True)
+    for j in by_remainder[: total - sum(shares)]:
         shares[j] += 1
     return shares
 
