@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from distill.prompts import format_trace
+
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[1] / "shared" / "benchmarks" / "math500.jsonl"
 FALLBACK_GOLDS = ["\\frac{1}{2}", "7425000", "[2, 5)", "\\sqrt{2}", "x^2+2x+1", "\\{1,2,3\\}", "30^\\circ", "12", "-3", "\\frac{\\sqrt{3}}{2}"]  # fmt: skip
@@ -87,7 +89,7 @@ def maths_rows(n: int, seed: int = 0, chars: int = 8000) -> list[dict]:
         answer = f"Putting it together, the answer is $\\boxed{{{said}}}$."
         rows.append({
             "id": f"q{i}/0", "problem_id": f"q{i}", "sample_index": 0, "problem": f"Problem {i}: find the value.",
-            "domain": "math", "reference": json.dumps(gold), "completion": f"<think>\n{r}\n</think>\n\n{answer}",
+            "domain": "math", "reference": json.dumps(gold), "completion": format_trace(r, answer),
             "reasoning": r, "answer": answer, "finish_reason": "stop",
         })  # fmt: skip
     return rows
@@ -163,21 +165,18 @@ def run_filter(
 
 
 def readability(n: int, tokens: int = 8000) -> float:
-    from distill.filters.readability import CHECKS
-    from distill.filters.rows import RowChecksConfig
+    from distill.filters.readability import RowChecksConfig
 
     rng = random.Random(1)
     rows = []
     for _ in range(n):
         r = reasoning(rng, int(tokens * 3.6))
         rows.append({"problem": "Find all integers $n$ such that $n^2 + 3n$ is prime.", "domain": "math", "reasoning": r,
-                     "answer": "So \\boxed{2}.", "completion": f"<think>\n{r}\n</think>\n\nSo \\boxed{{2}}.", "finish_reason": "stop"})  # fmt: skip
-    cfg = RowChecksConfig()
-    names = [c for c in cfg.checks if c != "too_long"] + ["too_long"]
+                     "answer": "So \\boxed{2}.", "completion": format_trace(r, "So \\boxed{2}."), "finish_reason": "stop"})  # fmt: skip
+    checks = RowChecksConfig()  # every rule, as the filter runs them in its workers
     t = time.perf_counter()
     for row in rows:
-        for name in names:
-            CHECKS[name](row, cfg)
+        checks(row)
     return n / (time.perf_counter() - t)
 
 

@@ -1,5 +1,6 @@
-"""The `distill` command line. Heavy libraries (torch, vllm, transformers, trl, datasets)
-are imported inside command bodies only, so `distill --help` answers at once.
+"""The `distill` command line. Heavy libraries (torch, vllm, transformers, trl, datasets) are
+imported by the stages where they are used, never at import time, so `distill --help`
+answers at once.
 
 Each command parses flags into its stage's typed config and calls the stage's one entry
 function; user errors end as one line on stderr and exit code 2.
@@ -15,16 +16,23 @@ from typing import Annotated, Any
 
 import typer
 
+from distill import __version__
 from distill.cli_flags import config_flags
 from distill.config import from_dict, load_yaml, override, parse_assignments, to_dict
-from distill.demo import DemoConfig
+from distill.demo import DemoConfig, run_demo
 from distill.errors import UserError
-from distill.evaluate import EvalConfig
-from distill.filter import FilterConfig
+from distill.evaluate import EvalConfig, evaluate
+from distill.filter import FilterConfig, filter_corpus
 from distill.generate import GenerateConfig
-from distill.students.recipe import StudentRecipe
-from distill.teachers.profile import TeacherProfile
+from distill.generate import generate as run_generate
+from distill.hub import push as run_push
+from distill.log import setup_logging
+from distill.records import merge_corpora
+from distill.students.recipe import StudentRecipe, load_recipe, parse_sft_args, shipped_recipes
+from distill.teachers.profile import TeacherProfile, load_profile, shipped_profiles
+from distill.teachers.serve import serve_command
 from distill.train import TrainConfig
+from distill.train import train as run_train
 
 app = typer.Typer(
     name="distill",
@@ -65,7 +73,6 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _setup(verbose: bool) -> None:
-    from distill.log import setup_logging
 
     setup_logging(verbose)
 
@@ -100,8 +107,6 @@ def generate(
     distill generate --teacher deepseek-r1 --dataset HuggingFaceH4/MATH-500 --split test
     --samples 4 --output traces/math500-r1
     """
-    from distill.generate import generate as run
-    from distill.teachers.profile import load_profile
 
     _setup(verbose)
     if "output" not in flags["run"] and not config:
@@ -110,7 +115,7 @@ def generate(
         flags["run"]["data.dataset"] = "arith-demo"
     cfg = _run_config(GenerateConfig, config, flags["run"])
     profile = load_profile(cfg.teacher, {**flags["teacher"], **parse_assignments(set_ or [])})
-    run(cfg, profile)
+    run_generate(cfg, profile)
 
 
 @app.command("filter")
@@ -125,7 +130,6 @@ def filter_(
 
     distill filter --input traces/math500-r1 --output corpus/math500-r1 --keep shortest
     """
-    from distill.filter import filter_corpus
 
     _setup(verbose)
     for name in ("input", "output"):
@@ -155,8 +159,6 @@ def train(
     [--launcher accelerate|slurm --nodes 2 --gpus-per-node 8 --dry-run] [--lora] [--resume]
     Any TRL SFTConfig field is a flag too: --learning_rate 1e-5 --num_train_epochs 3 ...
     """
-    from distill.students.recipe import parse_sft_args
-    from distill.train import train as run
 
     _setup(verbose)
     for name in ("data", "output"):
@@ -166,7 +168,7 @@ def train(
     cfg = _run_config(
         TrainConfig, None, {**flags["run"], **({"recipe_config": str(config)} if config else {})}
     )
-    result = run(cfg, flags["recipe"], sft)
+    result = run_train(cfg, flags["recipe"], sft)
     if cfg.dry_run:
         typer.echo(result["command"].rstrip("\n"))
 
@@ -195,9 +197,6 @@ def serve(
     import socket
     import subprocess
 
-    from distill.teachers.profile import load_profile
-    from distill.teachers.serve import serve_command
-
     profile = load_profile(teacher, {**flags["teacher"], **parse_assignments(set_ or [])})
     cmd = serve_command(profile, host, port)
     shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
@@ -224,9 +223,6 @@ def eval_(
 
     distill eval --model ckpt/r1-distill-7b --benchmark aime24,math500 --samples 16 --output results/7b
     """
-    from distill.evaluate import evaluate
-    from distill.teachers.profile import TeacherProfile as Profile
-    from distill.teachers.profile import load_profile
 
     _setup(verbose)
     for name, key in (("--model", "model"), ("--benchmark", "benchmark"), ("--output", "output")):
@@ -239,7 +235,7 @@ def eval_(
     if cfg.profile:
         profile = load_profile(cfg.profile, overrides)
     else:
-        profile = override(Profile(model=overrides["model"], name="eval"), overrides)
+        profile = override(TeacherProfile(model=overrides["model"], name="eval"), overrides)
     evaluate(cfg, profile)
 
 
@@ -267,10 +263,9 @@ def push(
     distill push corpus/math500-r1 --repo me/r1-math-traces   # kept/rejected become splits
     distill push ckpt/r1-distill-7b --repo me/r1-distill-7b    # model, tokenizer, card
     """
-    from distill.hub import push as run
 
     _setup(verbose)
-    url = run(folder, repo, private=private, revision=revision, license=license)
+    url = run_push(folder, repo, private=private, revision=revision, license=license)
     typer.echo(url)
 
 
@@ -283,7 +278,6 @@ def demo(flags: dict[str, dict[str, Any]], verbose: VerboseOpt = False) -> None:
     distill demo            # about 10 minutes on 2 cores
     distill demo --quick    # a few minutes (CI)
     """
-    from distill.demo import run_demo
 
     _setup(verbose)
     run_demo(_run_config(DemoConfig, None, flags["run"]))
@@ -297,7 +291,6 @@ def merge(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
     """Join the corpus folders of a `--shard I/N` run into one corpus."""
-    from distill.records import merge_corpora
 
     _setup(False)
     manifest = merge_corpora(inputs, output, overwrite=overwrite)
@@ -311,8 +304,6 @@ def teachers(
 ) -> None:
     """List the shipped teacher profiles, or show one with every default filled in."""
     import yaml
-
-    from distill.teachers.profile import load_profile, shipped_profiles
 
     if name is None:
         for n in shipped_profiles():
@@ -330,8 +321,6 @@ def students(
     """List the shipped student recipes, or show one with every default filled in."""
     import yaml
 
-    from distill.students.recipe import load_recipe, shipped_recipes
-
     if name is None:
         for n in shipped_recipes():
             r = load_recipe(n)
@@ -346,7 +335,6 @@ def students(
 @app.command()
 def version() -> None:
     """Print the distill version."""
-    from distill import __version__
 
     typer.echo(__version__)
 

@@ -23,11 +23,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distill import synthetic
 from distill.config import option
 from distill.errors import UserError
-from distill.log import console
+from distill.evaluate import EvalConfig, evaluate
+from distill.filter import FilterConfig, filter_corpus
+from distill.filters.corpus_checks import CorpusConfig
+from distill.generate import GenerateConfig, generate
+from distill.log import console, progress
+from distill.problems import DatasetSpec
 from distill.records import atomic_write_bytes, atomic_write_json
+from distill.students.recipe import load_recipe
+from distill.students.sft import model_source
 from distill.synthetic import MAX_DIGITS, MIN_DIGITS, operation
+from distill.teachers.profile import load_profile
+from distill.teachers.vllm_engine import VLLMTeacher
+from distill.train import TrainConfig, train
 
 log = logging.getLogger(__name__)
 
@@ -85,18 +96,6 @@ def _accuracy(report: dict[str, Any]) -> float:
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Generate -> filter -> train two students -> evaluate; returns the numbers of the table."""
-    from distill import synthetic
-    from distill.evaluate import EvalConfig, evaluate
-    from distill.filter import FilterConfig, filter_corpus
-    from distill.filters.select import CorpusConfig
-    from distill.generate import GenerateConfig, generate
-    from distill.log import progress
-    from distill.problems import DatasetSpec
-    from distill.students.recipe import load_recipe
-    from distill.students.sft import model_source
-    from distill.teachers.profile import load_profile
-    from distill.teachers.vllm_engine import VLLMTeacher
-    from distill.train import TrainConfig, train
 
     cfg.check()
     cfg = cfg.sized()

@@ -6,14 +6,13 @@
 Generation goes through `distill generate` (vLLM in-process, or a served model with
 --base-url), with the model's own chat template, the R1 instruction and the `<think>\\n`
 prefill, and R1 sampling (T=0.6, top_p=0.95); it resumes like generate. Verification goes
-through `distill filter`'s correctness checks (worker processes, hard timeouts, the sandbox
-for code). Results: a table, results.json, results.md, per-sample verdicts (parquet) and, for a
+through the same service as `distill filter` (`verify_rows`: worker processes, hard timeouts,
+the sandbox for code). Results: a table, results.json, results.md, per-sample verdicts (parquet) and, for a
 local model folder, eval_results.md beside the weights for `distill push` to put in the card.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 import time
@@ -24,11 +23,21 @@ from typing import Any
 
 from distill.config import ASSETS, option, to_dict
 from distill.errors import UserError
+from distill.generate import GenerateConfig, generate
 from distill.log import console
 from distill.metrics import benchmark_metrics
-from distill.records import atomic_write_bytes, atomic_write_json
+from distill.problems import DatasetSpec, load_problems
+from distill.records import (
+    atomic_write_bytes,
+    atomic_write_json,
+    iter_rows,
+    read_corpus,
+    write_table,
+)
+from distill.teachers import make_teacher
 from distill.teachers.profile import TeacherProfile
 from distill.verify import VerifyConfig
+from distill.verify.service import verify_rows
 
 log = logging.getLogger(__name__)
 
@@ -63,38 +72,24 @@ def bench_name(bench: str) -> str:
 
 
 def _verdicts(cfg: EvalConfig, name: str, corpus: Path) -> list[dict[str, Any]]:
-    """Correctness of every sample, through the filter's checks (no readability, no selection)."""
-    from distill.filter import FilterConfig, filter_corpus
-    from distill.filters.rows import RowChecksConfig
-    from distill.filters.select import CorpusConfig
-    from distill.records import read_corpus
+    """Correctness of every sample, through the verification service (workers, hard timeouts,
+    the sandbox for code; cached under OUTPUT/verdicts/ so a rerun is cheap)."""
 
-    out = cfg.output / "verdicts" / name
-    fcfg = FilterConfig(
-        input=corpus, output=out, verify=cfg.verify, rows=RowChecksConfig(checks=["truncated"]),
-        corpus=CorpusConfig(dedup=False, near_dup_threshold=0.0), overwrite=True, progress=cfg.progress, report=False,
+    columns = ["id", "problem_id", "sample_index", "problem", "domain", "reference",
+               "completion", "answer", "finish_reason", "completion_tokens"]  # fmt: skip
+    samples = list(iter_rows(read_corpus(corpus, columns=columns)))
+    checks = verify_rows(
+        samples, cfg.verify, cache_dir=cfg.output / "verdicts" / name, total=len(samples),
+        show_progress=cfg.progress, label=f"verify {name}",
     )  # fmt: skip
-    filter_corpus(fcfg)
     rows = []
-    for split in ("kept", "rejected"):
-        for r in read_corpus(
-            out / split,
-            columns=[
-                "id",
-                "problem_id",
-                "sample_index",
-                "correct",
-                "checks",
-                "finish_reason",
-                "completion_tokens",
-            ],
-        ).to_pylist():
-            correctness = json.loads(r["checks"])["correctness"]
-            rows.append({
-                "id": r["id"], "problem_id": r["problem_id"], "sample_index": r["sample_index"], "correct": r["correct"],
-                "reason": correctness.get("reason"), "extracted": correctness.get("extracted"),
-                "finish_reason": r["finish_reason"], "completion_tokens": r["completion_tokens"],
-            })  # fmt: skip
+    for s in samples:
+        c = checks[s["id"]]["correctness"]
+        rows.append({
+            "id": s["id"], "problem_id": s["problem_id"], "sample_index": s["sample_index"],
+            "correct": c.get("ok"), "reason": c.get("reason"), "extracted": c.get("extracted"),
+            "finish_reason": s["finish_reason"], "completion_tokens": s["completion_tokens"],
+        })  # fmt: skip
     return sorted(rows, key=lambda r: (r["problem_id"], r["sample_index"]))
 
 
@@ -132,11 +127,6 @@ def evaluate(cfg: EvalConfig, profile: TeacherProfile, teacher: Any = None) -> d
     """Generate k samples per problem for each benchmark, verify, report; returns results.json."""
     import pyarrow as pa
 
-    from distill.generate import GenerateConfig, generate
-    from distill.problems import DatasetSpec
-    from distill.records import write_table
-    from distill.teachers import make_teacher
-
     started = time.time()
     names = [bench_name(b) for b in cfg.benchmark]
     if len(set(names)) != len(names):
@@ -153,8 +143,6 @@ def evaluate(cfg: EvalConfig, profile: TeacherProfile, teacher: Any = None) -> d
                 progress=cfg.progress,
             )
             if teacher is None:
-                from distill.problems import load_problems
-
                 load_problems(gcfg.data)  # a bad benchmark fails before the engine starts
                 teacher = make_teacher(profile)
             log.info("%s: generating %d samples per problem", name, cfg.samples)

@@ -3,21 +3,20 @@
     distill filter --input traces/math500-r1 --output corpus/math500-r1 [--config filter.yaml]
 
 Rejection sampling's second half: only verified-correct, readable traces reach the student.
-Per-row checks (correctness, readability) run in worker processes with a hard wall-clock
-limit per row; their verdicts are cached in `OUTPUT/.work/` so a rerun skips finished rows.
+Per-row checks (correctness, readability) run through the verification service
+(`verify_rows`: worker processes, a hard wall-clock limit per row); their verdicts are cached
+in `OUTPUT/.work/` so a rerun skips finished rows.
 Corpus-level checks (duplicates, contamination) and the per-problem selection follow; every
 row is written to `kept/` or `rejected/` with `correct`, `kept`, `reasons` and `checks`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,9 +25,11 @@ import yaml
 
 from distill.config import option, to_dict
 from distill.errors import UserError
-from distill.filters import corpus as cio
-from distill.filters.rows import RowChecksConfig
-from distill.filters.select import CorpusConfig
+from distill.filters.corpus_checks import CorpusConfig, corpus_checks
+from distill.filters.inputs import ROW_FIELDS, Deriver, corpus_rows, input_files, iter_batches
+from distill.filters.readability import RowChecksConfig
+from distill.filters.report import build_report, print_report, write_report
+from distill.hub import check_token, push_dataset
 from distill.records import (
     atomic_write_bytes,
     atomic_write_json,
@@ -36,6 +37,7 @@ from distill.records import (
     write_table,
 )
 from distill.verify import VerifyConfig
+from distill.verify.service import verify_rows
 
 if TYPE_CHECKING:  # heavy modules are imported where used: `distill --help` stays instant
     import pyarrow as pa
@@ -44,10 +46,6 @@ log = logging.getLogger(__name__)
 
 FILTER_COLUMNS = ("correct", "kept", "reasons", "checks")
 WORK = ".work"
-# imported once in the fork server, so every worker (and every replacement after a
-# timeout kill) starts warm instead of importing sympy on its first row
-PRELOAD = ["distill.filters.rows", "distill.filters.readability", "distill.verify.maths",
-           "distill.verify.choice", "distill.verify.code_tests", "math_verify"]  # fmt: skip
 SHARD_ROWS = 10_000
 
 
@@ -69,82 +67,6 @@ class FilterConfig:
     report: bool = option(True, help="Print the report table at the end.", cli=False)
 
 
-def _row_timeout(row: dict[str, Any], cfg: FilterConfig) -> float:
-    from distill.verify.code_tests import count_tests
-
-    if row["domain"] == "code":
-        # each test run has its own sandbox timeout; this is only the backstop
-        return (
-            cfg.verify.verify_timeout
-            + cfg.verify.code.timeout * max(1, count_tests(row["reference"]))
-            + 5
-        )
-    return cfg.verify.verify_timeout
-
-
-def _verify_rows(
-    cfg: FilterConfig, files: list[Path], total: int, cache: cio.VerdictCache
-) -> dict[str, dict[str, Any]]:
-    """Per-row checks for every row (cached ones reused); returns id -> checks."""
-    from distill.filters.rows import check_row
-    from distill.log import progress
-    from distill.verify.pool import run_pool
-
-    results: dict[str, dict[str, Any]] = {}
-    digests: dict[str, str] = {}
-    limits: dict[str, float] = {}
-
-    def todo() -> Iterator[tuple[str, dict[str, Any], float]]:
-        for row in cio.rows(files):
-            digest = cio.digest(row)
-            cached = cache.get(row["id"], digest)
-            if cached is not None:
-                results[row["id"]] = cached
-                bar.update(task, advance=1)
-                continue
-            digests[row["id"]] = digest
-            limits[row["id"]] = _row_timeout(row, cfg)
-            yield row["id"], (row, cfg.verify, cfg.rows), limits[row["id"]]
-
-    workers = cfg.verify.workers or len(os.sched_getaffinity(0))
-    bar = progress("{task.fields[rate]} rows/s", disable=not cfg.progress)
-    started, fresh = time.time(), 0
-    with bar:
-        task = bar.add_task("verify", total=total, rate="-")
-        for out in run_pool(check_row, todo(), workers, preload=PRELOAD):
-            limit = limits.pop(out.key)
-            if out.failure == "timeout":
-                checks = {
-                    "correctness": {"ok": False, "reason": "verify_timeout", "limit_s": limit}
-                }
-            elif out.failure:
-                checks = {
-                    "correctness": {"ok": None, "reason": "verify_error", "error": out.failure}
-                }
-            else:
-                checks = out.value
-            results[out.key] = checks
-            cache.add(out.key, digests.pop(out.key), checks)
-            fresh += 1
-            bar.update(task, advance=1, rate=f"{fresh / max(time.time() - started, 1e-9):,.0f}")
-    cache.flush()
-    if fresh < len(results):
-        log.info("reused %d cached row verdicts, checked %d rows", len(results) - fresh, fresh)
-    return results
-
-
-def _judge(cfg: FilterConfig, files: list[Path], results: dict[str, dict[str, Any]]) -> None:
-    """Ask a generative judge about rows the rules could not decide."""
-    from distill.verify.judge import needs_judge, run_judge
-
-    rows = [r for r in cio.rows(files) if needs_judge(r, results[r["id"]]["correctness"])]
-    if not rows:
-        log.info("judge: no undecided rows")
-        return
-    for row_id, verdict in run_judge(cfg.verify, rows).items():
-        results[row_id]["correctness"] = verdict
-
-
 def _write_outputs(
     cfg: FilterConfig, files: list[Path], decisions: dict[str, dict[str, Any]], staging: Path
 ) -> None:
@@ -155,7 +77,7 @@ def _write_outputs(
     writers = {"kept": [], "rejected": []}
     counters = {"kept": 0, "rejected": 0}
     buffers: dict[str, list[pa.Table]] = {"kept": [], "rejected": []}
-    derive = cio.Deriver()
+    derive = Deriver()
     for split in writers:
         (staging / split).mkdir(parents=True)
 
@@ -167,11 +89,11 @@ def _write_outputs(
             counters[split] += 1
             buffers[split] = []
 
-    for f, offset, batch in cio.iter_batches(files):
+    for f, offset, batch in iter_batches(files):
         rows = batch.to_pylist()
         for i, row in enumerate(rows):
-            derived = derive({k: row.get(k) for k in cio.ROW_FIELDS}, f"{f}: row {offset + i}")
-            row.update({k: derived[k] for k in cio.ROW_FIELDS if row.get(k) is None})
+            derived = derive({k: row.get(k) for k in ROW_FIELDS}, f"{f}: row {offset + i}")
+            row.update({k: derived[k] for k in ROW_FIELDS if row.get(k) is None})
             d = decisions[derived["id"]]
             row.update(correct=d["correct"], kept=d["kept"], reasons=d["reasons"],
                        checks=json.dumps(d["checks"], ensure_ascii=False, default=str))  # fmt: skip
@@ -228,15 +150,10 @@ def filter_corpus(cfg: FilterConfig) -> dict[str, Any]:
     """Filter a corpus; returns the report (also written as report.json / report.md)."""
     import pyarrow.parquet as pq
 
-    from distill.filters.report import build_report, print_report, write_report
-    from distill.filters.select import corpus_checks
-
     started = time.time()
     if cfg.push_to_hub:
-        from distill.hub import check_token
-
         check_token()  # before hours of verification, not after
-    files = cio.input_files(Path(cfg.input))
+    files = input_files(Path(cfg.input))
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     if total == 0:
         raise UserError(f"{cfg.input}: the corpus has no rows")
@@ -245,15 +162,14 @@ def filter_corpus(cfg: FilterConfig) -> dict[str, Any]:
     out = cfg.output
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    row_digest = hashlib.sha1(
-        json.dumps([to_dict(cfg.verify), to_dict(cfg.rows)], sort_keys=True).encode()
-    ).hexdigest()
     try:
-        cache = cio.VerdictCache(out / WORK, row_digest)
-        results = _verify_rows(cfg, files, total, cache)
-        if cfg.verify.judge:
-            _judge(cfg, files, results)
-        decisions, corpus_info = corpus_checks(cfg, cio.rows(files), results)
+        results = verify_rows(
+            corpus_rows(files), cfg.verify, also=cfg.rows, cache_dir=out / WORK, total=total,
+            show_progress=cfg.progress,
+        )  # fmt: skip
+        decisions, corpus_info = corpus_checks(
+            cfg.corpus, corpus_rows(files), results, cfg.verify.keep_unverified
+        )
     except UserError:
         if created:  # a bad row found mid-way: leave no half-made output behind
             shutil.rmtree(out, ignore_errors=True)
@@ -282,7 +198,5 @@ def filter_corpus(cfg: FilterConfig) -> dict[str, Any]:
     if cfg.report:
         print_report(report, out)
     if cfg.push_to_hub:
-        from distill.hub import push_dataset
-
         push_dataset(out, cfg.push_to_hub, private=cfg.private)
     return report

@@ -24,9 +24,10 @@ import yaml
 
 from distill.config import option, to_dict
 from distill.errors import UserError
+from distill.hub import check_token, push_dataset
 from distill.log import console, progress
 from distill.problems import DatasetSpec, Problem, in_shard, load_problems, parse_shard
-from distill.prompts import build_messages, join_completion, split_completion
+from distill.prompts import build_messages, join_completion, split_trace
 from distill.records import (
     CorpusWriter,
     atomic_write_bytes,
@@ -128,7 +129,7 @@ def _record(
         if sample.finish_reason == "error"
         else join_completion(sample.text, sample.prefilled, sample.reasoning)
     )
-    reasoning, answer = split_completion(completion)
+    reasoning, answer = split_trace(completion)
     return {
         "id": f"{problem.problem_id}/{sample.sample_index}",
         "problem_id": problem.problem_id,
@@ -155,8 +156,6 @@ def generate(
     """Generate (or resume) a trace corpus; returns the run's stats (also in stats.json)."""
     started = time.time()
     if cfg.push_to_hub:
-        from distill.hub import check_token
-
         check_token()  # a bad token fails now, not after a 10-hour run
     profile = profile or load_profile(cfg.teacher)
     shard = parse_shard(cfg.shard)
@@ -300,8 +299,6 @@ def _finish(
     )
     _print_summary(out, stats)
     if cfg.push_to_hub:
-        from distill.hub import push_dataset
-
         push_dataset(out, cfg.push_to_hub, private=cfg.private)
     return stats
 

@@ -28,7 +28,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SHARD_RE = re.compile(r"^shard-(\d{5,})\.parquet$")
 
-# (name, pyarrow type) of the trace record, in order (design.md).
+# (name, pyarrow type) of the trace record, in order (docs/corpus.md).
 COLUMNS = [
     ("id", "string"),
     ("problem_id", "string"),

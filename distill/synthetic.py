@@ -8,7 +8,7 @@ reverse. A tiny model learns this well but not perfectly, and its mistakes live 
 a slip while reading the digits back) and propagate to the boxed answer: exactly the kind of
 trace a correctness filter should remove.
 
-Stdlib only, so the CLI, tests and the README demo can import it for free.
+Cheap to import (stdlib and the trace format), so the CLI and the tests can import it for free.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+
+from distill.prompts import format_trace
 
 USER_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -93,7 +95,7 @@ def operation(problem: dict) -> str:
 
 
 def solve(problem: dict) -> str:
-    """The reference step-by-step working for a problem (no <think> tags)."""
+    """The reference step-by-step working for a problem (the reasoning, without the think block)."""
     a, op, b = _parse(problem)
     width = max(len(a), len(b))
     da, db = a.zfill(width)[::-1], b.zfill(width)[::-1]  # ones digit first, short one 0-padded
@@ -135,4 +137,4 @@ def solve(problem: dict) -> str:
 
 def format_completion(reasoning: str, answer: str) -> str:
     """An R1-format completion: the think block, then a one-line summary with the boxed answer."""
-    return f"<think>\n{reasoning}\n</think>\n\nThe final answer is \\boxed{{{answer}}}"
+    return format_trace(reasoning, f"The final answer is \\boxed{{{answer}}}")

@@ -11,9 +11,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from distill.prompts import THINK_CLOSE, THINK_OPEN, format_trace
+
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # Added but not special, as in R1's tokenizer: decoding keeps them in the text.
-THINK_TOKENS = ["<think>", "</think>"]
+THINK_TOKENS = [THINK_OPEN, THINK_CLOSE]
 # Qwen-style ChatML. The generation prompt stops at "assistant\n": distill appends the
 # "<think>\n" prefill itself, as R1 usage asks.
 CHAT_TEMPLATE = (
@@ -24,7 +26,7 @@ CHAT_TEMPLATE = (
 )
 DEFAULT_TEXTS = [
     "What is 12 + 30? Please reason step by step, and put your final answer within \\boxed{}.",
-    "<think>\nFirst add the tens, then the ones. 12 + 30 = 42.\n</think>\n\nThe answer is \\boxed{42}.",
+    format_trace("First add the tens, then the ones. 12 + 30 = 42.", "The answer is \\boxed{42}."),
     "Solve for x: 3x + 5 = 20. Subtract 5 from both sides, so 3x = 15 and x = 5.",
     "def add(a, b):\n    return a + b\n\nprint(add(2, 3))",
     "The quick brown fox jumps over the lazy dog. Let me check the answer again.",

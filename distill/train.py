@@ -19,11 +19,14 @@ from typing import Any, Literal
 
 import yaml
 
-from distill.config import option, to_dict
+from distill.config import leaves, load_yaml, option, to_dict
 from distill.errors import UserError
+from distill.hub import check_token, push_model, refresh_model_card
 from distill.log import console
 from distill.records import atomic_write_bytes, atomic_write_json
-from distill.students.recipe import StudentRecipe, load_recipe
+from distill.students.launch import accelerate_command, command_text, slurm_script
+from distill.students.recipe import StudentRecipe, load_recipe, validate_sft
+from distill.students.sft import run_sft
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,6 @@ def train_args(
                 str(value),
             ]
     args += [f"--{n}" for n in ("lora", "qlora", "resume", "private") if getattr(cfg, n)]
-    from distill.config import leaves
 
     flags = {leaf.path: leaf.flag for leaf in leaves(StudentRecipe)}
     for path, value in recipe_overrides.items():
@@ -87,7 +89,6 @@ def train_args(
 
 
 def launch(cfg: TrainConfig, recipe: StudentRecipe, args: list[str]) -> str:
-    from distill.students.launch import accelerate_command, command_text, slurm_script
 
     if cfg.launcher == "accelerate":
         text = command_text(accelerate_command(recipe, args))
@@ -122,8 +123,6 @@ def train(
 ) -> dict[str, Any]:
     """Train (or launch training of) a student; returns the run's stats, or with a launcher
     or --dry-run the command (the Slurm script) under "command"."""
-    from distill.config import load_yaml
-    from distill.students.recipe import validate_sft
 
     recipe_overrides, sft_overrides = recipe_overrides or {}, sft_overrides or {}
     extra = load_yaml(cfg.recipe_config) if cfg.recipe_config else None
@@ -139,8 +138,6 @@ def train(
             f"--data {cfg.data}: no such file or folder (nor a Hub dataset id: owner/name)"
         )
     if cfg.push_to_hub and not cfg.dry_run:
-        from distill.hub import check_token
-
         check_token()  # before hours of training, not after
     if cfg.launcher != "none":
         return {
@@ -148,8 +145,6 @@ def train(
             "command": launch(cfg, recipe, train_args(cfg, recipe_overrides, sft_overrides)),
         }
     if cfg.dry_run:
-        from distill.students.launch import command_text
-
         text = command_text(
             [
                 "python",
@@ -166,7 +161,6 @@ def train(
 def _train_here(
     cfg: TrainConfig, recipe: StudentRecipe, sft_overrides: dict[str, Any]
 ) -> dict[str, Any]:
-    from distill.students.sft import run_sft
 
     started = time.time()
     cfg.output.mkdir(parents=True, exist_ok=True)
@@ -198,8 +192,6 @@ def _train_here(
             f"{stats['dropped_too_long']} examples dropped for length"
         )
         if cfg.push_to_hub:
-            from distill.hub import push_model, refresh_model_card
-
             refresh_model_card(cfg.output, cfg.push_to_hub)
             push_model(cfg.output, cfg.push_to_hub, private=cfg.private)
     return stats

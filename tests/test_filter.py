@@ -13,8 +13,8 @@ from conftest import SHARED_BENCHMARKS, write_jsonl
 
 from distill.errors import UserError
 from distill.filter import FilterConfig, filter_corpus
-from distill.filters.rows import RowChecksConfig
-from distill.filters.select import CorpusConfig
+from distill.filters.corpus_checks import CorpusConfig
+from distill.filters.readability import LanguageMixing, RowChecksConfig
 from distill.records import FIELDS, CorpusWriter, read_corpus
 from distill.verify import VerifyConfig
 from distill.verify.sandbox import SandboxLimits
@@ -33,9 +33,9 @@ def record(
     domain: str = "math",
     finish: str = "stop",
 ) -> dict:
-    from distill.prompts import split_completion
+    from distill.prompts import split_trace
 
-    reasoning, answer = split_completion(completion)
+    reasoning, answer = split_trace(completion)
     return {f: None for f in FIELDS} | {
         "id": f"{pid}/{idx}", "problem_id": pid, "sample_index": idx, "problem": problem, "domain": domain,
         "reference": json.dumps(gold), "messages": "[]", "completion": completion, "reasoning": reasoning,
@@ -191,7 +191,7 @@ def test_rerun_skips_finished_work(mixed, tmp_path):
     assert sorted((out / ".work").glob("verdicts-*.parquet")) == shards  # nothing re-verified
     assert second["counts"] == first["counts"] and second["reasons"] == first["reasons"]
     # changed row-check settings reuse nothing stale: verdicts are recomputed
-    third = run(mixed, out, rows=RowChecksConfig(language_threshold=0.0))
+    third = run(mixed, out, rows=RowChecksConfig(language_mixing=LanguageMixing(threshold=0.0)))
     assert first["reasons"]["language_mixing"] == 1 and "language_mixing" not in third["reasons"]
 
 

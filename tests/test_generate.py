@@ -117,3 +117,29 @@ def test_without_prefill_the_completion_is_kept_as_returned(math_jsonl, tmp_path
     generate(cfg(math_jsonl, tmp_path / "c"), load_profile("tiny"), ScriptedTeacher(prefill=False))
     row = read_corpus(tmp_path / "c").to_pylist()[0]
     assert row["completion"].startswith("<think>\nworking on")  # restored: </think> without <think>
+
+
+def scripted_backend(profile):
+    """A third backend's factory: takes the profile, returns a Teacher."""
+    teacher = ScriptedTeacher()
+    teacher.model_name = f"scripted:{profile.model}"
+    return teacher
+
+
+def test_a_registered_backend_is_usable_from_a_profile(math_jsonl, tmp_path, monkeypatch):
+    from distill import teachers
+
+    monkeypatch.setitem(teachers.BACKENDS, "scripted", "test_generate:scripted_backend")
+    path = tmp_path / "scripted.yaml"
+    path.write_text("model: my-model\nbackend: scripted\n")
+    profile = load_profile(str(path))
+    generate(cfg(math_jsonl, tmp_path / "c"), profile)  # no teacher passed: made from the profile
+    rows = read_corpus(tmp_path / "c").to_pylist()
+    assert len(rows) == 12 and {r["teacher"] for r in rows} == {"scripted:my-model"}
+    assert "scripted" in teachers.backend_names()
+
+    path.write_text("model: my-model\nbackend: scriptd\n")
+    with pytest.raises(UserError, match=r"unknown backend 'scriptd' \(known: .*openai.*vllm"):
+        load_profile(str(path))
+    with pytest.raises(ValueError, match="module:Factory"):
+        teachers.register_backend("x", "no_colon")

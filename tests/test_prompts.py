@@ -1,6 +1,6 @@
 import pytest
 
-from distill.prompts import build_messages, join_completion, render_prompt, split_completion
+from distill.prompts import build_messages, join_completion, render_prompt, split_trace
 
 
 @pytest.mark.parametrize(
@@ -21,8 +21,8 @@ from distill.prompts import build_messages, join_completion, render_prompt, spli
         ("<think>\na\n</think>\nb <think> c", "a", "b <think> c"),  # stray opening tag after
     ],
 )
-def test_split_completion(completion, reasoning, answer):
-    assert split_completion(completion) == (reasoning, answer)
+def test_split_trace(completion, reasoning, answer):
+    assert split_trace(completion) == (reasoning, answer)
 
 
 def test_join_completion_always_starts_with_think():

@@ -3,7 +3,7 @@
 import pytest
 
 from distill.filters import readability as R
-from distill.filters.rows import CHECKS, RowChecksConfig
+from distill.filters.readability import RULES, RowChecksConfig
 
 CFG = RowChecksConfig()
 EN = "Find the value of $x$ such that $3x + 5 = 20$."
@@ -27,14 +27,18 @@ def row(
     }
 
 
-def test_check_names_agree():
-    assert list(R.CHECKS) == CHECKS
+def test_each_rule_is_one_unit():
+    # a rule's name is the reason it reports, and the config holds its settings under that name
+    assert CFG.checks == list(RULES)
+    for name, rule in RULES.items():
+        assert rule.name == name and rule.meaning and isinstance(getattr(CFG, name), rule)
+    assert R.Truncated().check({"finish_reason": "length"}).reason == "truncated"
 
 
 def test_truncated():
-    assert R.check_truncated(row(finish="length"), CFG).reason == "truncated"
-    assert R.check_truncated(row(finish="error"), CFG).reason == "truncated"
-    assert R.check_truncated(row(), CFG).ok
+    assert CFG.truncated.check(row(finish="length")).reason == "truncated"
+    assert CFG.truncated.check(row(finish="error")).reason == "truncated"
+    assert CFG.truncated.check(row()).ok
 
 
 @pytest.mark.parametrize(
@@ -54,27 +58,25 @@ def test_truncated():
     ],
 )
 def test_bad_format(completion, reasoning, answer, ok):
-    verdict = R.check_bad_format(
-        {"completion": completion, "reasoning": reasoning, "answer": answer}, CFG
+    verdict = CFG.bad_format.check(
+        {"completion": completion, "reasoning": reasoning, "answer": answer}
     )
     assert verdict.ok is ok and (ok or verdict.reason == "bad_format")
 
 
 def test_chinese_reasoning_on_english_problem_is_flagged():
-    v = R.check_language_mixing(
-        row(EN, "首先，我们有 $3x + 5 = 20$，所以 $3x = 15$，因此 $x = 5$。我们验证一下，正确。"),
-        CFG,
+    v = CFG.language_mixing.check(
+        row(EN, "首先，我们有 $3x + 5 = 20$，所以 $3x = 15$，因此 $x = 5$。我们验证一下，正确。")
     )
     assert v.reason == "language_mixing" and v.details["share"] < 0.1
 
 
 def test_chinese_reasoning_on_chinese_problem_is_fine():
-    v = R.check_language_mixing(
+    v = CFG.language_mixing.check(
         row(
             ZH,
             "首先，我们有 $3x + 5 = 20$，所以 $3x = 15$，因此 $x = 5$。验证：3乘5加5等于20，正确。",
-        ),
-        CFG,
+        )
     )
     assert v.ok and v.details["expected"] == ["han"]
 
@@ -84,70 +86,69 @@ def test_latex_heavy_maths_is_not_mixing():
         "We have $\\frac{\\sqrt{3}}{2} = \\sin(\\theta)$, so $\\theta = \\frac{\\pi}{3}$. "
         "\\[ \\int_0^1 x^2 \\, dx = \\frac{1}{3} \\] Then α + β = π and x_1, y_2 satisfy \\begin{align} a &= b \\end{align}."
     )
-    assert R.check_language_mixing(row(EN, heavy), CFG).ok
+    assert CFG.language_mixing.check(row(EN, heavy)).ok
     # on a Chinese problem the same LaTeX does not count as English words
     zh = (
         "因为 $\\frac{\\sqrt{3}}{2} = \\sin(\\theta)$，所以 $\\theta = \\frac{\\pi}{3}$。"
         "\\[ \\int_0^1 x^2 \\, dx = \\frac{1}{3} \\] 设 x 和 y 满足 \\begin{align} a &= b \\end{align}，所以答案是三分之一。"
     )
-    assert R.check_language_mixing(row(ZH, zh), CFG).ok
+    assert CFG.language_mixing.check(row(ZH, zh)).ok
 
 
 def test_mixing_within_a_trace_and_other_scripts():
     mixed = "首先我们需要计算这个值，然后 let me double check the arithmetic here again carefully。所以答案是五。"
-    v = R.check_language_mixing(row(ZH, mixed), CFG)
+    v = CFG.language_mixing.check(row(ZH, mixed))
     assert v.reason == "language_mixing" and 0.3 < v.details["share"] < 0.95
     assert (
-        R.check_language_mixing(row(EN, "Сначала решим уравнение и проверим ответ."), CFG).reason
+        CFG.language_mixing.check(row(EN, "Сначала решим уравнение и проверим ответ.")).reason
         == "language_mixing"
     )
     jp = "まず、方程式を解きます。答えは5です。"
-    assert R.check_language_mixing(row("方程式 $3x+5=20$ を解きなさい。", jp), CFG).ok
+    assert CFG.language_mixing.check(row("方程式 $3x+5=20$ を解きなさい。", jp)).ok
 
 
 def test_long_paragraph():
     short = "\n\n".join(["A normal paragraph of reasoning. " * 10] * 20)
-    assert R.check_long_paragraph(row(reasoning=short), CFG).ok
+    assert CFG.long_paragraph.check(row(reasoning=short)).ok
     long = short + "\n\n" + "This paragraph just goes on. " * 200
-    v = R.check_long_paragraph(row(reasoning=long), CFG)
-    assert v.reason == "long_paragraph" and v.details["chars"] > CFG.max_paragraph_chars
+    v = CFG.long_paragraph.check(row(reasoning=long))
+    assert v.reason == "long_paragraph" and v.details["chars"] > CFG.long_paragraph.max_chars
 
 
 def test_code_block():
-    v = R.check_code_block(
-        row(answer="So \\boxed{5}.\n```python\nprint(5)\n```"), CFG
+    v = CFG.code_block.check(
+        row(answer="So \\boxed{5}.\n```python\nprint(5)\n```")
     )  # python in a maths answer
     assert v.reason == "code_block" and v.details["where"] == "answer"
     assert (
-        R.check_code_block(row(reasoning="Let me code it:\n```\nx=1\n```"), CFG).reason
-        == "code_block"
+        CFG.code_block.check(row(reasoning="Let me code it:\n```\nx=1\n```")).reason == "code_block"
     )
-    assert R.check_code_block(row(answer="```python\nprint(5)\n```", domain="code"), CFG).ok
+    assert CFG.code_block.check(row(answer="```python\nprint(5)\n```", domain="code")).ok
 
 
 def test_looping_trace_is_repetition():
     loop = "Let me start.\n" + "\n".join(["Wait, I need to recompute the total sum again."] * 30)
-    v = R.check_repetition(row(reasoning=loop), CFG)
+    v = CFG.repetition.check(row(reasoning=loop))
     assert v.reason == "repetition" and v.details["repeats"] > 10
     inline_loop = (
         "First, 2 + 2 = 4. "
         + "So the answer is 4 and then we check that 2 + 2 = 4 again and " * 120
     )
-    v = R.check_repetition(row(reasoning=inline_loop), CFG)
+    v = CFG.repetition.check(row(reasoning=inline_loop))
     assert v.reason == "repetition" and v.details["dup_10gram_frac"] > 0.9
     ordinary = "\n\n".join(
         f"Step {i}: multiply {i} by {i + 3} to get {i * (i + 3)}, then add {7 * i}."
         for i in range(200)
     )
-    assert R.check_repetition(row(reasoning=ordinary), CFG).ok
+    assert CFG.repetition.check(row(reasoning=ordinary)).ok
 
 
 def test_too_long_character_proxy_and_tokenizer(tiny_qwen):
-    assert R.check_too_long(row(reasoning="x" * 1000), CFG).ok
-    v = R.check_too_long(row(reasoning="x " * 100_000), CFG)
+    assert CFG.too_long.check(row(reasoning="x" * 1000)).ok
+    v = CFG.too_long.check(row(reasoning="x " * 100_000))
     assert v.reason == "too_long" and v.details["counted_by"] == "chars/3.6"
-    cfg = RowChecksConfig(max_tokens=50, tokenizer=str(tiny_qwen))
-    v = R.check_too_long(row(reasoning="word " * 100), cfg)
+    rule = R.TooLong(max_tokens=50, tokenizer=str(tiny_qwen))
+    v = rule.check(row(reasoning="word " * 100))
     assert v.reason == "too_long" and v.details["counted_by"] == str(tiny_qwen)
 
 

@@ -132,3 +132,45 @@ def test_adversarial_maths_is_bounded_by_the_timeout():
         assert o.failure == "timeout" or (o.value and o.value["ok"] is False), o
     # two adversarial rows in parallel on two workers: about one timeout, never their sum of hours
     assert elapsed < 3.0 * 2 + 10, elapsed
+
+
+def test_verify_rows_is_the_one_service_filter_and_eval_call(tmp_path):
+    from distill.filters.readability import RowChecksConfig
+    from distill.prompts import format_trace
+    from distill.verify.service import verify_rows
+
+    def row(key, domain, reference, answer, reasoning="Thinking."):
+        return {"id": key, "problem": f"Problem {key}", "domain": domain, "finish_reason": "stop",
+                "reference": json.dumps(reference), "reasoning": reasoning, "answer": answer,
+                "completion": format_trace(reasoning, answer)}  # fmt: skip
+
+    rows = [
+        row("right", "math", "2", BOX.format("2")),
+        row("wrong", "math", "2", BOX.format("3")),
+        row("letter", "choice", "B", BOX.format("B")),
+        row(
+            "code",
+            "code",
+            {"inputs": ["3\n"], "outputs": ["6\n"]},
+            "```python\nprint(2 * int(input()))\n```",
+        ),
+        row("empty", "math", "2", BOX.format("2"), reasoning=""),
+    ]
+    cfg = VerifyConfig(verify_timeout=5, workers=2)
+    plain = verify_rows(rows, cfg, show_progress=False)  # eval and RL: correctness only, in memory
+    assert {k: v["correctness"]["ok"] for k, v in plain.items()} == {
+        "right": True, "wrong": False, "letter": True, "code": True, "empty": True,
+    }  # fmt: skip
+    assert plain["wrong"]["correctness"]["reason"] == "wrong_answer"
+    assert all(set(v) == {"correctness"} for v in plain.values())
+
+    # the filter adds its readability rules, run in the same worker, and a cache
+    rules = RowChecksConfig(checks=["bad_format"])
+    first = verify_rows(rows, cfg, also=rules, cache_dir=tmp_path / "cache", show_progress=False)
+    assert (
+        first["empty"]["bad_format"]["reason"] == "bad_format"
+        and first["right"]["bad_format"]["ok"]
+    )
+    shards = sorted((tmp_path / "cache").glob("verdicts-*.parquet"))
+    again = verify_rows(rows, cfg, also=rules, cache_dir=tmp_path / "cache", show_progress=False)
+    assert again == first and sorted((tmp_path / "cache").glob("verdicts-*.parquet")) == shards

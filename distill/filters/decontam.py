@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from distill.problems import DatasetSpec, load_problems
+
 log = logging.getLogger(__name__)
 _WORD = re.compile(r"[^\W_]+")
 
@@ -49,7 +51,6 @@ class BenchmarkIndex:
 
 def build_index(benchmarks: list[str], n: int) -> BenchmarkIndex:
     """Benchmarks as local files, Hub ids or built-in names (aime24, math500, ...)."""
-    from distill.problems import DatasetSpec, load_problems
 
     index = BenchmarkIndex(n)
     for name in benchmarks:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where used: `distill --help` stays instant
+    import numpy as np
 
 _WORD = re.compile(r"\w+")
 
@@ -34,6 +35,8 @@ def exact_duplicates(rows: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 def shingles(text: str, n: int = 3) -> np.ndarray:
     """Word n-gram shingles of a text as sorted unique 64-bit hashes."""
+    import numpy as np
+
     words = _WORD.findall(text.lower())
     grams = [" ".join(words[i : i + n]) for i in range(max(1, len(words) - n + 1))] if words else []
     digests = [hashlib.blake2b(g.encode(), digest_size=8).digest() for g in grams]
@@ -49,6 +52,8 @@ def _low32(x: Any) -> int:
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    import numpy as np
+
     inter = len(np.intersect1d(a, b, assume_unique=True))
     return inter / max(1, len(a) + len(b) - inter)
 

@@ -1,175 +1,244 @@
-"""R1's readability rules as pure checks: `(record, cfg) -> Verdict`.
+"""R1's readability rules: "chain-of-thought with mixed languages, long paragraphs, and code
+blocks" was filtered out. Each rule is one unit (as datatrove's filters are): its name is the
+reason it reports, `meaning` says what that reason means in reports, its fields are its
+settings (with their help text and flags), and `check(row) -> Verdict` is the pure decision.
 
-R1 "filtered out chain-of-thought with mixed languages, long paragraphs, and code blocks".
-Each check reads only the record; thresholds come from the filter config. They are written
-for speed (C-level scans over the text; the slower exact measures run only on the rows a
-cheap scan flags) because they run on every trace of a corpus of hundreds of thousands of
-8k-token traces.
+They run on every trace of corpora of hundreds of thousands of 8k-token traces, so they are
+written for speed: C-level scans over the text, and the slower exact measures only on the rows
+a cheap scan flags.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-import numpy as np
-
+from distill.config import option
+from distill.filters.langid import same_language
+from distill.filters.language import NEUTRAL, expected_scripts, language_share
+from distill.prompts import THINK_CLOSE, THINK_OPEN, think_tags
 from distill.verdict import Verdict, failed, passed
 
-# --- truncated / bad_format / code_block / long_paragraph --------------------------------
+CHARS_PER_TOKEN = 3.6  # characters per token of R1-style English maths traces (a proxy)
 
 
-def check_truncated(row: dict[str, Any], cfg: Any) -> Verdict:
-    reason = row.get("finish_reason")
-    return failed("truncated", finish_reason=reason) if reason in ("length", "error") else passed()
+class Rule:
+    name: ClassVar[str]
+    meaning: ClassVar[str]
+
+    def check(self, row: dict[str, Any]) -> Verdict:
+        raise NotImplementedError
 
 
-def check_bad_format(row: dict[str, Any], cfg: Any) -> Verdict:
-    c = row.get("completion") or ""
-    opens, closes = c.count("<think>"), c.count("</think>")
-    if opens != 1 or closes != 1 or c.find("<think>") > c.find("</think>"):
-        return failed("bad_format", problem="think tags", opens=opens, closes=closes)
-    if not (row.get("reasoning") or "").strip():
-        return failed("bad_format", problem="empty reasoning")
-    if not (row.get("answer") or "").strip():
-        return failed("bad_format", problem="empty answer after </think>")
-    return passed()
+@dataclass
+class Truncated(Rule):
+    name: ClassVar[str] = "truncated"
+    meaning: ClassVar[str] = "generation stopped at the length limit or failed"
 
-
-def check_code_block(row: dict[str, Any], cfg: Any) -> Verdict:
-    if row.get("domain") == "code":
+    def check(self, row: dict[str, Any]) -> Verdict:
+        reason = row.get("finish_reason")
+        if reason in ("length", "error"):
+            return failed(self.name, finish_reason=reason)
         return passed()
-    for part in ("reasoning", "answer"):
-        if "```" in (row.get(part) or ""):
-            return failed("code_block", where=part)
-    return passed()
 
 
-def check_long_paragraph(row: dict[str, Any], cfg: Any) -> Verdict:
-    paragraphs = re.split(r"\n\s*\n", row.get("reasoning") or "")
-    longest = max(map(len, paragraphs), default=0)
-    if longest > cfg.max_paragraph_chars:
-        return failed("long_paragraph", chars=longest, limit=cfg.max_paragraph_chars)
-    return passed(chars=longest)
-
-
-# --- language_mixing ------------------------------------------------------------------------
-
-# Scripts that carry words. Greek is left out: α, π, θ in plain text are maths, not Greek.
-SCRIPT_RANGES: dict[str, list[tuple[int, int]]] = {
-    "latin": [
-        (0x41, 0x5A),
-        (0x61, 0x7A),
-        (0xC0, 0xD6),
-        (0xD8, 0xF6),
-        (0xF8, 0x24F),
-        (0x1E00, 0x1EFF),
-    ],
-    "cyrillic": [(0x400, 0x52F)],
-    "arabic": [(0x600, 0x6FF), (0x750, 0x77F)],
-    "hebrew": [(0x5D0, 0x5EA)],
-    "devanagari": [(0x900, 0x97F)],
-    "thai": [(0xE00, 0xE7F)],
-    "hangul": [(0x1100, 0x11FF), (0x3130, 0x318F), (0xAC00, 0xD7AF)],
-    "kana": [(0x3040, 0x30FF)],
-    "han": [(0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF)],
-}
-SCRIPTS = list(SCRIPT_RANGES)
-CHAR_SCRIPTS = {"han", "kana"}  # no spaces between words: every character counts as a word
-_TABLE = np.zeros(0x10000, dtype=np.uint8)
-for _i, _name in enumerate(SCRIPTS, start=1):
-    for _lo, _hi in SCRIPT_RANGES[_name]:
-        _TABLE[_lo : _hi + 1] = _i
-_NON_LATIN = re.compile(
-    "["
-    + "".join(
-        f"\\u{lo:04x}-\\u{hi:04x}"
-        for name in SCRIPTS
-        if name != "latin"
-        for lo, hi in SCRIPT_RANGES[name]
+@dataclass
+class BadFormat(Rule):
+    name: ClassVar[str] = "bad_format"
+    meaning: ClassVar[str] = (
+        f"not exactly one {THINK_OPEN}...{THINK_CLOSE} in order, or empty reasoning or answer"
     )
-    + "]"
-)
-# Maths, code and numbers belong to no language: removed before counting.
-_NEUTRAL = re.compile(
-    r"```.*?(?:```|$)|`[^`\n]*`"  # code
-    r"|\$\$.*?\$\$|\$[^$]*\$|\\\[.*?\\\]|\\\(.*?\\\)"  # display and inline maths
-    r"|\\begin\{(\w+\*?)\}.*?\\end\{\1\}"  # environments
-    r"|\\[A-Za-z]+"  # commands (\frac, \sqrt, ...)
-    r"|(?<![A-Za-z])(?:[A-Za-z]|sin|cos|tan|cot|sec|csc|log|ln|exp|lim|max|min|gcd|lcm|mod|det"
-    r"|arcsin|arccos|arctan)(?![A-Za-z])",  # variables and function names, even next to CJK
-    re.S,
-)
+
+    def check(self, row: dict[str, Any]) -> Verdict:
+        opens, closes, ordered = think_tags(row.get("completion") or "")
+        if opens != 1 or closes != 1 or not ordered:
+            return failed(self.name, problem="think tags", opens=opens, closes=closes)
+        if not (row.get("reasoning") or "").strip():
+            return failed(self.name, problem="empty reasoning")
+        if not (row.get("answer") or "").strip():
+            return failed(self.name, problem="empty answer after the reasoning")
+        return passed()
 
 
-def script_words(text: str) -> Counter[str]:
-    """Words per script in `text` (maths, code and numbers already removed by the caller)."""
-    if not text:
-        return Counter()
-    cp = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    sid = _TABLE[np.minimum(cp, 0xFFFF)]
-    counts: Counter[str] = Counter()
-    starts = np.empty_like(sid, dtype=bool)
-    starts[0] = sid[0] > 0
-    starts[1:] = (sid[1:] != sid[:-1]) & (sid[1:] > 0)
-    run_counts = np.bincount(sid[starts], minlength=len(SCRIPTS) + 1)
-    char_counts = np.bincount(sid, minlength=len(SCRIPTS) + 1)
-    for i, name in enumerate(SCRIPTS, start=1):
-        n = int(char_counts[i] if name in CHAR_SCRIPTS else run_counts[i])
-        if n:
-            counts[name] = n
-    return counts
+@dataclass
+class LanguageMixing(Rule):
+    name: ClassVar[str] = "language_mixing"
+    meaning: ClassVar[str] = "the reasoning is not in the problem's language"
+
+    threshold: float = option(
+        0.95,
+        flag="language-threshold",
+        help="language_mixing: least share of reasoning words in the problem's language.",
+    )
+    language_id: bool = option(
+        False, help="language_mixing: also tell same-script languages apart (extra 'langid')."
+    )
+
+    def check(self, row: dict[str, Any]) -> Verdict:
+        expected = expected_scripts(row.get("problem") or "")
+        share, words = language_share(row.get("reasoning") or "", expected)
+        details: dict[str, Any] = {"expected": sorted(expected), "share": round(share, 4)}
+        if share < self.threshold:
+            return failed(self.name, **details, words=dict(words))
+        if self.language_id and expected == {"latin"}:
+            same, langs = same_language(
+                row.get("problem") or "", NEUTRAL.sub(" ", row.get("reasoning") or "")
+            )
+            details["languages"] = langs
+            if not same:
+                return failed(self.name, **details)
+        return passed(**details)
 
 
-def expected_scripts(problem: str) -> set[str]:
-    """The scripts of the problem's language, from its own text."""
-    if problem.isascii():
-        return {"latin"}
-    words = script_words(_NEUTRAL.sub(" ", problem))
-    if not words:
-        return {"latin"}
-    if words.get("kana"):
-        return {"kana", "han"}  # Japanese
-    if words.get("hangul"):
-        return {"hangul", "han"}  # Korean
-    return {words.most_common(1)[0][0]}
+@dataclass
+class LongParagraph(Rule):
+    name: ClassVar[str] = "long_paragraph"
+    meaning: ClassVar[str] = "a paragraph of the reasoning is longer than the limit"
+
+    max_chars: int = option(
+        3000, flag="max-paragraph-chars", help="long_paragraph: longest paragraph allowed."
+    )
+
+    def check(self, row: dict[str, Any]) -> Verdict:
+        paragraphs = re.split(r"\n\s*\n", row.get("reasoning") or "")
+        longest = max(map(len, paragraphs), default=0)
+        if longest > self.max_chars:
+            return failed(self.name, chars=longest, limit=self.max_chars)
+        return passed(chars=longest)
 
 
-def language_share(reasoning: str, expected: set[str]) -> tuple[float, Counter[str]]:
-    """R1's language-consistency measure: share of the reasoning's words in the expected scripts."""
-    if expected == {"latin"} and (reasoning.isascii() or not _NON_LATIN.search(reasoning)):
-        return 1.0, Counter()  # the common case, decided by one scan
-    words = script_words(_NEUTRAL.sub(" ", reasoning))
-    total = sum(words.values())
-    if total == 0:
-        return 1.0, words
-    return sum(words[s] for s in expected) / total, words
+@dataclass
+class CodeBlock(Rule):
+    name: ClassVar[str] = "code_block"
+    meaning: ClassVar[str] = "fenced code in the reasoning or answer of a non-code problem"
+
+    def check(self, row: dict[str, Any]) -> Verdict:
+        if row.get("domain") == "code":
+            return passed()
+        for part in ("reasoning", "answer"):
+            if "```" in (row.get(part) or ""):
+                return failed(self.name, where=part)
+        return passed()
 
 
-def check_language_mixing(row: dict[str, Any], cfg: Any) -> Verdict:
-    expected = expected_scripts(row.get("problem") or "")
-    share, words = language_share(row.get("reasoning") or "", expected)
-    details: dict[str, Any] = {"expected": sorted(expected), "share": round(share, 4)}
-    if share < cfg.language_threshold:
-        return failed("language_mixing", **details, words=dict(words))
-    if cfg.language_id and expected == {"latin"}:
-        from distill.filters.langid import same_language
+@dataclass
+class Repetition(Rule):
+    name: ClassVar[str] = "repetition"
+    meaning: ClassVar[str] = "degenerate loops: a repeated line or duplicated n-grams"
 
-        same, langs = same_language(
-            row.get("problem") or "", _NEUTRAL.sub(" ", row.get("reasoning") or "")
-        )
-        details["languages"] = langs
-        if not same:
-            return failed("language_mixing", **details)
-    return passed(**details)
+    max_line_repeats: int = option(10, help="repetition: times one line (>= 8 chars) may repeat.")
+    ngram: int = option(10, flag="dup-ngram", help="repetition: n of the duplicated word n-grams.")
+    max_dup_ngram_frac: float = option(
+        0.5, help="repetition: most share of characters inside duplicated n-grams (Gopher)."
+    )
+    prefilter: float = option(
+        0.2,
+        flag="repetition-prefilter",
+        help="repetition: share of text in repeated sentences above which the n-gram measure runs.",
+    )
+
+    def check(self, row: dict[str, Any]) -> Verdict:
+        text = row.get("reasoning") or ""
+        if not text:
+            return passed()
+        lines = Counter(ln.strip() for ln in text.splitlines() if len(ln.strip()) >= 8)
+        line, repeats = lines.most_common(1)[0] if lines else ("", 0)
+        if repeats > self.max_line_repeats:
+            return failed(self.name, line=line[:200], repeats=repeats)
+        # The exact n-gram measure runs only where sentences repeat or one runs on and on (a
+        # loop without punctuation); ordinary traces are decided by the two scans above.
+        dup_sentences, longest = duplicate_sentence_fraction(text)
+        if dup_sentences < self.prefilter and longest < 2000:
+            return passed(dup_sentence_frac=round(dup_sentences, 4))
+        frac = duplicate_ngram_fraction(text, self.ngram)
+        details = {
+            "dup_sentence_frac": round(dup_sentences, 4),
+            f"dup_{self.ngram}gram_frac": round(frac, 4),
+        }
+        if frac > self.max_dup_ngram_frac:
+            return failed(self.name, **details)
+        return passed(**details)
 
 
-# --- repetition -----------------------------------------------------------------------------
+_tokenizers: dict[str, Any] = {}
+
+
+@dataclass
+class TooLong(Rule):
+    name: ClassVar[str] = "too_long"
+    meaning: ClassVar[str] = "over the token budget"
+
+    max_tokens: int = option(32768, help="too_long: token budget of a completion.")
+    tokenizer: str | None = option(
+        None, help="too_long: the student's tokenizer (Hub id or path); else a character proxy."
+    )
+    chars_per_token: float = option(
+        CHARS_PER_TOKEN, help="too_long: characters per token of the proxy."
+    )
+
+    def count(self, text: str) -> tuple[int, str]:
+        if not self.tokenizer:
+            return int(len(text) / self.chars_per_token + 0.5), f"chars/{self.chars_per_token:.1f}"
+        tok = _tokenizers.get(self.tokenizer)
+        if tok is None:
+            from transformers import AutoTokenizer
+
+            tok = _tokenizers[self.tokenizer] = AutoTokenizer.from_pretrained(self.tokenizer)
+        return len(tok(text, add_special_tokens=False)["input_ids"]), self.tokenizer
+
+    def check(self, row: dict[str, Any]) -> Verdict:
+        tokens, method = self.count(row.get("completion") or "")
+        if tokens > self.max_tokens:
+            return failed(self.name, tokens=tokens, limit=self.max_tokens, counted_by=method)
+        return passed(tokens=tokens)
+
+
+RULES: dict[str, type[Rule]] = {
+    r.name: r
+    for r in (Truncated, BadFormat, LanguageMixing, LongParagraph, CodeBlock, Repetition, TooLong)
+}
+
+
+@dataclass
+class RowChecksConfig:
+    """R1's readability rules: which ones run, and the settings of each."""
+
+    checks: list[str] = option(
+        default_factory=lambda: list(RULES),
+        help="Readability checks to run: " + ", ".join(RULES) + ".",
+    )
+    truncated: Truncated = field(default_factory=Truncated)
+    bad_format: BadFormat = field(default_factory=BadFormat)
+    language_mixing: LanguageMixing = field(default_factory=LanguageMixing)
+    long_paragraph: LongParagraph = field(default_factory=LongParagraph)
+    code_block: CodeBlock = field(default_factory=CodeBlock)
+    repetition: Repetition = field(default_factory=Repetition)
+    too_long: TooLong = field(default_factory=TooLong)
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.checks if c not in RULES]
+        if unknown:
+            raise ValueError(
+                f"rows.checks: unknown check '{unknown[0]}' (known: {', '.join(RULES)})"
+            )
+
+    def rules(self) -> list[Rule]:
+        return [getattr(self, name) for name in self.checks]
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Every enabled rule's verdict on one row, as plain dicts (what `checks` stores)."""
+        return {rule.name: rule.check(row).as_dict() for rule in self.rules()}
+
+
+# --- repetition measures ----------------------------------------------------------------------
 
 
 def duplicate_ngram_fraction(text: str, n: int) -> float:
     """Gopher's measure: share of characters inside word n-grams that occur more than once."""
+    import numpy as np
+
     words = text.split()
     if len(words) < n * 2:
         return 0.0
@@ -205,60 +274,3 @@ def duplicate_sentence_fraction(text: str) -> tuple[float, int]:
     counts = Counter(sentences)
     dup = sum(len(s) * c for s, c in counts.items() if c > 1)
     return dup / max(1, len(text)), max(map(len, counts))
-
-
-def check_repetition(row: dict[str, Any], cfg: Any) -> Verdict:
-    text = row.get("reasoning") or ""
-    if not text:
-        return passed()
-    lines = Counter(ln.strip() for ln in text.splitlines() if len(ln.strip()) >= 8)
-    line, repeats = lines.most_common(1)[0] if lines else ("", 0)
-    if repeats > cfg.max_line_repeats:
-        return failed("repetition", line=line[:200], repeats=repeats)
-    # The exact n-gram measure runs only where sentences repeat or one runs on and on (a loop
-    # without punctuation); ordinary traces are decided by the two scans above.
-    dup_sentences, longest = duplicate_sentence_fraction(text)
-    if dup_sentences < cfg.repetition_prefilter and longest < 2000:
-        return passed(dup_sentence_frac=round(dup_sentences, 4))
-    frac = duplicate_ngram_fraction(text, cfg.dup_ngram)
-    details = {
-        "dup_sentence_frac": round(dup_sentences, 4),
-        f"dup_{cfg.dup_ngram}gram_frac": round(frac, 4),
-    }
-    if frac > cfg.max_dup_ngram_frac:
-        return failed("repetition", **details)
-    return passed(**details)
-
-
-# --- too_long --------------------------------------------------------------------------------
-
-_tokenizers: dict[str, Any] = {}
-
-
-def count_tokens(text: str, cfg: Any) -> tuple[int, str]:
-    if not cfg.tokenizer:
-        return int(len(text) / cfg.chars_per_token + 0.5), f"chars/{cfg.chars_per_token:.1f}"
-    tok = _tokenizers.get(cfg.tokenizer)
-    if tok is None:
-        from transformers import AutoTokenizer
-
-        tok = _tokenizers[cfg.tokenizer] = AutoTokenizer.from_pretrained(cfg.tokenizer)
-    return len(tok(text, add_special_tokens=False)["input_ids"]), cfg.tokenizer
-
-
-def check_too_long(row: dict[str, Any], cfg: Any) -> Verdict:
-    tokens, method = count_tokens(row.get("completion") or "", cfg)
-    if tokens > cfg.max_tokens:
-        return failed("too_long", tokens=tokens, limit=cfg.max_tokens, counted_by=method)
-    return passed(tokens=tokens)
-
-
-CHECKS = {
-    "truncated": check_truncated,
-    "bad_format": check_bad_format,
-    "language_mixing": check_language_mixing,
-    "long_paragraph": check_long_paragraph,
-    "code_block": check_code_block,
-    "repetition": check_repetition,
-    "too_long": check_too_long,
-}

@@ -7,31 +7,22 @@ import statistics
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distill.config import to_dict
+from distill.filters.corpus_checks import REASONS as CORPUS
+from distill.filters.readability import RULES
 from distill.log import console
 from distill.records import atomic_write_bytes, atomic_write_json
+from distill.verify import REASONS as VERIFY
 
-REASONS = {
-    "wrong_answer": "the verified answer differs from the reference (or a code test failed)",
-    "no_answer": "no answer could be extracted after </think>",
-    "unverifiable_reference": "the reference cannot be parsed, so correctness is undecided",
-    "verify_timeout": "verification exceeded its wall-clock limit and was killed",
-    "verify_error": "the checker itself failed on this row",
-    "judge_incorrect": "the generative judge said incorrect",
-    "judge_unparseable": "the judge's reply did not follow the verdict format",
-    "truncated": "generation stopped at the length limit or failed",
-    "bad_format": "not exactly one <think>...</think>, or empty reasoning or answer",
-    "language_mixing": "the reasoning is not in the problem's language",
-    "long_paragraph": "a paragraph of the reasoning is longer than the limit",
-    "code_block": "fenced code in the reasoning or answer of a non-code problem",
-    "repetition": "degenerate loops: a repeated line or duplicated n-grams",
-    "too_long": "over the token budget",
-    "duplicate": "an exact duplicate completion, or a near-duplicate of an earlier problem",
-    "contaminated": "shares an n-gram with a benchmark problem",
-    "not_selected": "passed, but the per-problem selection kept other samples",
-}
+if TYPE_CHECKING:
+    from distill.filter import FilterConfig
+
+
+def reason_meanings() -> dict[str, str]:
+    """Every reason a row can be rejected for, with its meaning, from the checks that give it."""
+    return {**VERIFY, **{name: rule.meaning for name, rule in RULES.items()}, **CORPUS}
 
 
 def _summary(values: list[int]) -> dict[str, Any]:
@@ -47,13 +38,14 @@ def _summary(values: list[int]) -> dict[str, Any]:
 
 
 def build_report(
-    cfg: Any,
+    cfg: FilterConfig,
     decisions: dict[str, dict[str, Any]],
     info: dict[str, Any],
     input_key: dict[str, Any],
     started: float,
 ) -> dict[str, Any]:
     meta = info["meta"]
+    meanings = reason_meanings()
     reasons: Counter[str] = Counter()
     domains: dict[str, Counter[str]] = defaultdict(Counter)
     correct: Counter[str] = Counter()
@@ -91,10 +83,15 @@ def build_report(
             {"problem_id": k, **v} for k, v in info["near_duplicate_problems"].items()
         ],
         "lengths_tokens": {k: _summary(v) for k, v in lengths.items()},
-        "reason_vocabulary": {r: REASONS.get(r, "") for r in reasons},
+        "reason_vocabulary": {r: meanings.get(r, "") for r in reasons},
         "config": to_dict(cfg),
         "wall_time_s": round(time.time() - started, 2),
     }
+
+
+def _with_meanings(report: dict[str, Any]) -> list[tuple[str, int, str]]:
+    meanings = report.get("reason_vocabulary") or reason_meanings()
+    return [(r, n, meanings.get(r, "")) for r, n in report["reasons"].items()]
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -116,7 +113,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "| reason | rows | meaning |",
         "|---|---:|---|",
-        *(f"| `{r}` | {n:,} | {REASONS.get(r, '')} |" for r, n in report["reasons"].items()),
+        *(f"| `{r}` | {n:,} | {meaning} |" for r, n, meaning in _with_meanings(report)),
         "",
         "## By domain",
         "",

@@ -1,8 +1,8 @@
 """Training examples: a corpus (kept/) or any chat dataset -> tokenized conversations.
 
 An example is the conversation the teacher had: the user turn is the problem with the prompt
-the teacher saw, the assistant turn `<think>\\n{reasoning}\\n</think>\\n\\n{answer}`. Examples
-are tokenized here with the training template's assistant mask, so samples longer than
+the teacher saw, the assistant turn the R1 trace (`prompts.training_target`). Examples are
+tokenized here with the training template's assistant mask, so samples longer than
 `max_length` can be dropped and counted: never truncated mid-thought.
 """
 
@@ -14,37 +14,28 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import UserError
-from distill.prompts import build_messages, split_completion
+from distill.prompts import (
+    build_messages,
+    default_prompt,
+    normalize_trace,
+    split_trace,
+    training_target,
+)
+from distill.records import corpus_files
 
 log = logging.getLogger(__name__)
 
 
-def assistant_text(reasoning: str, answer: str) -> str:
-    return f"<think>\n{reasoning.strip()}\n</think>\n\n{answer.strip()}"
-
-
-def normalize_assistant(content: str) -> str:
-    """R1 format for every target; a reply without reasoning gets an empty think block."""
-    if "</think>" in content:
-        reasoning, answer = split_completion(
-            content if "<think>" in content else "<think>\n" + content
-        )
-        return assistant_text(reasoning, answer)
-    return assistant_text("", content)
-
-
 def _corpus_messages(row: dict[str, Any]) -> list[dict[str, str]]:
-    from distill.teachers.profile import TeacherProfile
-
     messages = json.loads(row["messages"]) if row.get("messages") else None
     if not messages:
-        template = TeacherProfile(model="-").prompt_for(row.get("domain") or "math")
+        template = default_prompt(row.get("domain") or "math")
         messages = build_messages(row["problem"], template.user, template.system)
     messages = [m for m in messages if m["role"] != "assistant"]
     reasoning, answer = row.get("reasoning"), row.get("answer")
     if reasoning is None or answer is None:
-        reasoning, answer = split_completion(row.get("completion") or "")
-    return [*messages, {"role": "assistant", "content": assistant_text(reasoning, answer)}]
+        reasoning, answer = split_trace(row.get("completion") or "")
+    return [*messages, {"role": "assistant", "content": training_target(reasoning, answer)}]
 
 
 def _as_chat(value: Any, role: str) -> list[dict[str, str]]:
@@ -67,7 +58,7 @@ def to_conversation(row: dict[str, Any], where: str) -> list[dict[str, str]]:
         raise UserError(f"{where}: no messages, prompt/completion or problem/completion columns")
     if not messages or messages[-1]["role"] != "assistant":
         raise UserError(f"{where}: the conversation does not end with an assistant turn")
-    messages[-1] = {"role": "assistant", "content": normalize_assistant(messages[-1]["content"])}
+    messages[-1] = {"role": "assistant", "content": normalize_trace(messages[-1]["content"])}
     return messages
 
 
@@ -76,8 +67,6 @@ def load_rows(source: str, split: str | None = None) -> tuple[Any, str]:
     import datasets
 
     datasets.disable_progress_bars()  # TRL's bars and our summary say what matters
-
-    from distill.records import corpus_files
 
     path = Path(source)
     if path.is_dir() and (path / "kept").is_dir() and not list(path.glob("*.parquet")):

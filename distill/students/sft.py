@@ -9,14 +9,17 @@ padding-free) and trains.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
+from distill import hub
+from distill.cards import write_model_card
 from distill.config import bundled
 from distill.errors import UserError
+from distill.records import atomic_write_json
+from distill.students.data import build_dataset
 from distill.students.recipe import StudentRecipe, template_text, validate_sft
 
 log = logging.getLogger(__name__)
@@ -130,8 +133,6 @@ def checkpoint_pusher(repo: str, private: bool) -> Any:
     """Uploads each saved checkpoint to a Hub revision `step-NNNNNN`, in the background."""
     from transformers import TrainerCallback
 
-    from distill import hub
-
     class _Push(TrainerCallback):
         def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if state.is_world_process_zero:
@@ -147,8 +148,6 @@ def run_sft(recipe: StudentRecipe, data: str, output: Path, model: str | None, s
     """Train; returns the run summary (also written to OUTPUT/stats.json)."""
     from accelerate import PartialState
     from trl import SFTTrainer
-
-    from distill.students.data import build_dataset
 
     path = model_source(recipe, model)
     args = sft_args(recipe, output, sft_overrides, lora or qlora)
@@ -194,7 +193,7 @@ def run_sft(recipe: StudentRecipe, data: str, output: Path, model: str | None, s
         "resumed_from": str(last) if last else None,
     }
     if trainer.is_world_process_zero():
-        _finalize(output, tok, trainer, recipe, data, path, stats)
+        _finalize(output, tok, trainer, recipe, stats)
     return stats
 
 
@@ -203,8 +202,6 @@ def _finalize(
     tok: Any,
     trainer: Any,
     recipe: StudentRecipe,
-    data: str,
-    base: str,
     stats: dict[str, Any],
 ) -> None:
     """Tokenizer with the inference template, generation config that stops at eos, card, stats."""
@@ -216,17 +213,9 @@ def _finalize(
         max_new_tokens=recipe.sft.get("max_length", 32768),
     )  # fmt: skip
     gen.save_pretrained(str(output))
-    (output / "training_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
-    from distill import hub
-
-    hub.write_model_card(
-        output,
-        base_model=base,
-        data=data,
-        recipe=recipe,
-        stats=stats,
-        log_history=trainer.state.log_history,
-    )
+    atomic_write_json(output / "training_stats.json", stats)
+    atomic_write_json(output / "log_history.json", trainer.state.log_history)
+    write_model_card(output)  # from distill_train.yaml, which train.py wrote before training
 
 
 def _last_checkpoint(output: Path) -> Path | None:

@@ -3,6 +3,10 @@
 A backend turns requests (a chat + which sample indices to draw) into finished samples,
 yielded as soon as each request finishes, in any order. `generate.py` owns everything else
 (prompts, records, shards, resume), so a backend is only the transport to a model.
+
+Backends register by name, like simonw/llm's plugins: the two shipped ones below, any added
+with `register_backend("name", "package.module:Factory")`, and any an installed package
+declares under the `distill.backends` entry-point group. A profile names one in `backend:`.
 """
 
 from __future__ import annotations
@@ -10,9 +14,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from functools import lru_cache
+from typing import TYPE_CHECKING, Protocol
 
-from distill.teachers.profile import TeacherProfile
+from distill.errors import UserError
+
+if TYPE_CHECKING:  # profile.py imports this package for the registry
+    from distill.teachers.profile import TeacherProfile
 
 
 @dataclass
@@ -20,7 +28,7 @@ class Request:
     key: str  # problem_id
     messages: list[dict[str, str]]
     sample_indices: list[int]  # draw len() samples, recorded under these indices
-    prefill: str = "<think>\n"
+    prefill: str = ""  # text the response is forced to begin with (R1: prompts.PREFILL)
 
 
 @dataclass
@@ -61,10 +69,29 @@ BACKENDS: dict[str, str] = {
 
 def register_backend(name: str, target: str) -> None:
     """Add a backend ("package.module:Factory"); the factory takes a TeacherProfile."""
+    if ":" not in target:
+        raise ValueError(f"backend target must be 'module:Factory', got {target!r}")
     BACKENDS[name] = target
 
 
+@lru_cache(maxsize=1)
+def _entry_points() -> dict[str, str]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group="distill.backends")}
+
+
+def backend_names() -> list[str]:
+    return sorted({**_entry_points(), **BACKENDS})
+
+
 def make_teacher(profile: TeacherProfile) -> Teacher:
-    module, _, attr = BACKENDS[profile.backend].partition(":")
+    target = BACKENDS.get(profile.backend) or _entry_points().get(profile.backend)
+    if target is None:
+        raise UserError(
+            f"teacher '{profile.name}': unknown backend '{profile.backend}' "
+            f"(known: {', '.join(backend_names())})"
+        )
+    module, _, attr = target.partition(":")
     factory = getattr(importlib.import_module(module), attr)
     return factory(profile)

@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from distill.config import bundled, from_dict, load_yaml, option, override, shipped, shipped_yaml
 from distill.errors import UserError
+from distill.prompts import PromptTemplate, default_prompts
+from distill.teachers import backend_names
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
-R1_MATH_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
 @dataclass
@@ -121,39 +122,14 @@ class ServerConfig:
 
 
 @dataclass
-class PromptTemplate:
-    """How a problem becomes a chat; R1 usage: no system prompt, instructions in the user turn."""
-
-    user: str = option("{problem}", help="User message; {problem} is replaced by the problem.")
-    system: str | None = option(None, help="System prompt (R1 advice: none).")
-    prefill: str = option("<think>\n", help="Text the response is forced to begin with.")
-
-    def __post_init__(self) -> None:
-        if "{problem}" not in self.user:
-            raise ValueError("prompts.*.user must contain {problem}")
-
-
-def _default_prompts() -> dict[str, PromptTemplate]:
-    return {
-        "math": PromptTemplate(user="{problem}\n" + R1_MATH_SUFFIX),
-        "code": PromptTemplate(
-            user="{problem}\n\nWrite a complete Python solution. Put the final code in one "
-            "```python code block."
-        ),
-        "choice": PromptTemplate(
-            user="{problem}\n\nAnswer with the letter of the correct option, within \\boxed{}."
-        ),
-        "text": PromptTemplate(user="{problem}"),
-    }
-
-
-@dataclass
 class TeacherProfile:
     """A teacher: model + backend + engine + sampling + prompts."""
 
     model: str = option(help="Model: Hub id or local path (served model name for 'openai').")
     name: str = option("custom", help="Profile name, recorded in manifests.", cli=False)
-    backend: Literal["vllm", "openai"] = option("vllm", help="Teacher backend.")
+    backend: str = option(
+        "vllm", help="Teacher backend: vllm, openai, or one registered with register_backend."
+    )
     tokenizer: str | None = option(None, help="Tokenizer, when not the model's own.")
     chat_template: str | None = option(
         None, help="Jinja chat template (inline or a file path) for models without one."
@@ -162,8 +138,13 @@ class TeacherProfile:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     prompts: dict[str, PromptTemplate] = option(
-        default_factory=_default_prompts, help="Prompt template per domain.", cli=False
+        default_factory=default_prompts, help="Prompt template per domain.", cli=False
     )
+
+    def __post_init__(self) -> None:
+        known = backend_names()
+        if self.backend not in known:
+            raise ValueError(f"unknown backend '{self.backend}' (known: {', '.join(known)})")
 
     def prompt_for(self, domain: str) -> PromptTemplate:
         if domain not in self.prompts:
@@ -183,7 +164,7 @@ def load_profile(name_or_path: str, overrides: dict[str, Any] | None = None) -> 
     prompts = data.get("prompts")
     if isinstance(prompts, dict):
         # A profile's prompts refine the defaults domain by domain.
-        defaults = {k: vars(v) for k, v in _default_prompts().items()}
+        defaults = {k: vars(v) for k, v in default_prompts().items()}
         for domain, tpl in prompts.items():
             if isinstance(tpl, dict):
                 defaults[domain] = {**defaults.get(domain, {}), **tpl}

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from distill.config import to_dict
+from distill.config import from_dict, to_dict
 from distill.errors import UserError
 from distill.prompts import render_prompt
 from distill.reaper import reap_children_on_exit
@@ -207,7 +207,6 @@ def _dp_worker(
     """A data-parallel replica: its own GPUs, pulling requests from the shared queue."""
     if devices:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
-    from distill.config import from_dict
 
     try:
         engine = Engine(from_dict(TeacherProfile, profile, "profile"))

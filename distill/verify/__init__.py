@@ -12,6 +12,9 @@ from typing import Any
 
 from distill.config import option
 from distill.verdict import Verdict, undecided
+from distill.verify.choice import check_choice
+from distill.verify.code_tests import check_code
+from distill.verify.maths import check_math
 from distill.verify.sandbox import SandboxLimits
 
 
@@ -34,6 +37,18 @@ class VerifyConfig:
     code: SandboxLimits = field(default_factory=SandboxLimits)
 
 
+# The reasons a correctness verdict can give, as reports explain them.
+REASONS = {
+    "wrong_answer": "the verified answer differs from the reference (or a code test failed)",
+    "no_answer": "no answer could be extracted from the text after the reasoning",
+    "unverifiable_reference": "the reference cannot be parsed, so correctness is undecided",
+    "verify_timeout": "verification exceeded its wall-clock limit and was killed",
+    "verify_error": "the checker itself failed on this row",
+    "judge_incorrect": "the generative judge said incorrect",
+    "judge_unparseable": "the judge's reply did not follow the verdict format",
+}
+
+
 def load_reference(reference: Any) -> Any:
     """References are JSON; corpora made elsewhere may hold plain strings."""
     if reference is None or not isinstance(reference, str):
@@ -48,9 +63,6 @@ def check_correctness(
     row: dict[str, Any], cfg: VerifyConfig, timeout: int | None = None
 ) -> Verdict:
     """`timeout`: math-verify's own limit; None when a pool enforces `verify_timeout`."""
-    from distill.verify.choice import check_choice
-    from distill.verify.code_tests import check_code
-    from distill.verify.maths import check_math
 
     domain, answer = row.get("domain"), row.get("answer") or ""
     gold = load_reference(row.get("reference"))

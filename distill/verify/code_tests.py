@@ -1,7 +1,7 @@
 """Code answers: the final ```python block of the answer, run against the reference tests in
 the sandbox. Pass = every test passes.
 
-Test shapes (design.md): {"inputs", "outputs"} stdin/stdout cases (APPS, TACO,
+Test shapes (docs/corpus.md): {"inputs", "outputs"} stdin/stdout cases (APPS, TACO,
 CodeContests; with "fn_name": call-based), {"functional": program} (LeetCode-style), and
 {"test", "entry_point"} (HumanEval). Solutions run after the imports LeetCode's judge provides.
 """

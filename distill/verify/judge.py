@@ -12,7 +12,9 @@ import logging
 import re
 from typing import Any
 
-from distill.prompts import build_messages, split_completion
+from distill.prompts import build_messages, format_trace, split_trace
+from distill.teachers import Request, make_teacher
+from distill.teachers.profile import load_profile
 from distill.verify import VerifyConfig, load_reference
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ def needs_judge(row: dict[str, Any], correctness: dict[str, Any]) -> bool:
 
 
 def parse_verdict(reply: str) -> bool | None:
-    _, after = split_completion(reply)
+    _, after = split_trace(reply)
     found = VERDICT.findall(after or reply)
     return None if not found else found[-1].upper() == "CORRECT"
 
@@ -63,8 +65,6 @@ def run_judge(
     cfg: VerifyConfig, rows: list[dict[str, Any]], teacher: Any = None
 ) -> dict[str, dict[str, Any]]:
     """row id -> the new correctness verdict (the rule's verdict kept under `rule`)."""
-    from distill.teachers import Request, make_teacher
-    from distill.teachers.profile import load_profile
 
     profile = load_profile(
         cfg.judge or "", {"sampling.temperature": 0.0, "sampling.max_tokens": cfg.judge_max_tokens}
@@ -80,9 +80,7 @@ def run_judge(
     try:
         for samples in teacher.generate(requests):
             s = samples[0]
-            reply = (
-                s.text if s.reasoning is None else f"<think>\n{s.reasoning}\n</think>\n\n{s.text}"
-            )
+            reply = s.text if s.reasoning is None else format_trace(s.reasoning, s.text)
             verdict = None if s.finish_reason == "error" else parse_verdict(reply)
             reason = (
                 None if verdict else "judge_incorrect" if verdict is False else "judge_unparseable"

@@ -8,10 +8,15 @@ reverse for months.
 from __future__ import annotations
 
 import json
+import logging
 from functools import lru_cache
 from typing import Any
 
 from distill.verdict import Verdict, failed, passed, undecided
+
+# math-verify logs the whole offending input on a timeout (100k characters of LaTeX ...).
+for _name in ("math_verify", "latex2sympy2_extended"):
+    logging.getLogger(_name).setLevel(logging.CRITICAL)
 
 
 @lru_cache(maxsize=1)

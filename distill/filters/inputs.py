@@ -1,4 +1,4 @@
-"""Reading a corpus for the filter: input checks, batches, derived fields, the verdict cache.
+"""Reading a corpus for the filter: input checks, batches and derived fields.
 
 Corpora made elsewhere need only problem, domain, reference and completion; the other trace
 fields are derived here in one place, the same way on every pass over the input.
@@ -6,8 +6,6 @@ fields are derived here in one place, the same way on every pass over the input.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from distill.errors import UserError
 from distill.problems import stable_id
-from distill.prompts import split_completion
-from distill.records import atomic_write_json, corpus_files, write_table
+from distill.prompts import split_trace
+from distill.records import corpus_files
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -26,7 +24,6 @@ log = logging.getLogger(__name__)
 REQUIRED = ("problem", "domain", "reference", "completion")
 ROW_FIELDS = ("id", "problem_id", "sample_index", "problem", "domain", "reference", "completion",
               "reasoning", "answer", "finish_reason", "completion_tokens")  # fmt: skip
-CACHE_EVERY = 2000
 
 
 def input_files(path: Path) -> list[Path]:
@@ -74,7 +71,7 @@ class Deriver:
             if not isinstance(row.get(c), str):
                 raise UserError(f"{where}: '{c}' must be text, got {row.get(c)!r}")
         if row.get("reasoning") is None or row.get("answer") is None:
-            row["reasoning"], row["answer"] = split_completion(row["completion"])
+            row["reasoning"], row["answer"] = split_trace(row["completion"])
         if row.get("problem_id") is None:
             row["problem_id"] = stable_id(row["problem"])
         if row.get("sample_index") is None:
@@ -92,64 +89,9 @@ class Deriver:
         return row
 
 
-def digest(row: dict[str, Any]) -> str:
-    h = hashlib.sha1()
-    for key in ("problem", "domain", "reference", "completion", "finish_reason"):
-        h.update(str(row.get(key)).encode("utf-8", "replace"))
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def rows(files: list[Path]) -> Iterator[dict[str, Any]]:
+def corpus_rows(files: list[Path]) -> Iterator[dict[str, Any]]:
     """Every row's trace fields, derived where absent, in corpus order."""
     derive = Deriver()
     for f, offset, batch in iter_batches(files, list(ROW_FIELDS)):
         for i, row in enumerate(batch.to_pylist()):
             yield derive({k: row.get(k) for k in ROW_FIELDS}, f"{f}: row {offset + i}")
-
-
-class VerdictCache:
-    """Verdicts of finished rows, in atomic parquet shards under OUTPUT/.work/."""
-
-    def __init__(self, folder: Path, config_digest: str):
-        import pyarrow.parquet as pq
-
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        stamp = folder / "config.json"
-        if stamp.is_file() and json.loads(stamp.read_text()).get("digest") != config_digest:
-            log.info("row-check settings changed: verdicts will be recomputed")
-            for p in folder.glob("verdicts-*.parquet"):
-                p.unlink()
-        atomic_write_json(stamp, {"digest": config_digest})
-        self.done: dict[str, tuple[str, str]] = {}
-        shards = sorted(folder.glob("verdicts-*.parquet"))
-        for p in shards:
-            t = pq.read_table(p)
-            for k, d, c in zip(
-                *(t.column(n).to_pylist() for n in ("id", "digest", "checks")), strict=True
-            ):
-                self.done[k] = (d, c)
-        self.next = len(shards)
-        self.buffer: list[tuple[str, str, str]] = []
-
-    def get(self, key: str, digest: str) -> dict[str, Any] | None:
-        hit = self.done.get(key)
-        return json.loads(hit[1]) if hit and hit[0] == digest else None
-
-    def add(self, key: str, digest: str, checks: dict[str, Any]) -> None:
-        text = json.dumps(checks, ensure_ascii=False, default=str)
-        self.done[key] = (digest, text)
-        self.buffer.append((key, digest, text))
-        if len(self.buffer) >= CACHE_EVERY:
-            self.flush()
-
-    def flush(self) -> None:
-        import pyarrow as pa
-
-        if self.buffer:
-            keys, digests, checks = zip(*self.buffer, strict=True)
-            table = pa.table({"id": list(keys), "digest": list(digests), "checks": list(checks)})
-            write_table(self.folder / f"verdicts-{self.next:05d}.parquet", table)
-            self.next += 1
-            self.buffer = []

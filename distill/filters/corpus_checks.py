@@ -1,4 +1,4 @@
-"""Corpus-level decisions: duplicates, contamination, then which passing samples to keep.
+"""Corpus-level checks: duplicates, contamination, then which passing samples to keep.
 
 Row verdicts arrive from the per-row checks; this step adds the checks that need the whole
 corpus, gathers every reason of each row (all of them, not only the first) and applies the
@@ -15,6 +15,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from distill.config import option
+from distill.filters.decontam import build_index
+from distill.filters.dedup import exact_duplicates, near_duplicate_problems
+from distill.filters.readability import CHARS_PER_TOKEN
+
+# The reasons these checks give, as reports explain them.
+REASONS = {
+    "duplicate": "an exact duplicate completion, or a near-duplicate of an earlier problem",
+    "contaminated": "shares an n-gram with a benchmark problem",
+    "not_selected": "passed, but the per-problem selection kept other samples",
+}
 
 
 @dataclass
@@ -73,17 +83,19 @@ def select(
 
 
 def _length(row: dict[str, Any]) -> int:
-    return int(row.get("completion_tokens") or 0) or int(len(row.get("completion") or "") / 3.6)
+    return int(row.get("completion_tokens") or 0) or int(
+        len(row.get("completion") or "") / CHARS_PER_TOKEN
+    )
 
 
 def corpus_checks(
-    cfg: Any, rows: Iterable[dict[str, Any]], results: dict[str, dict[str, Any]]
+    cfg: CorpusConfig,
+    rows: Iterable[dict[str, Any]],
+    results: dict[str, dict[str, Any]],
+    keep_unverified: bool = False,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Decisions per row id: correct, kept, reasons, checks; plus corpus facts for the report."""
-    from distill.filters.decontam import build_index
-    from distill.filters.dedup import exact_duplicates, near_duplicate_problems
 
-    ccfg: CorpusConfig = cfg.corpus
     meta: dict[str, dict[str, Any]] = {}
     problems: dict[str, str] = {}
     completions: list[tuple[str, str]] = []
@@ -95,7 +107,7 @@ def corpus_checks(
             "length": _length(row),
         }
         problems.setdefault(row["problem_id"], row["problem"])
-        if ccfg.dedup:
+        if cfg.dedup:
             completions.append((row["id"], row["completion"]))
 
     extra: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
@@ -107,13 +119,13 @@ def corpus_checks(
             "of": first,
         }
     near = (
-        near_duplicate_problems(problems.items(), ccfg.near_dup_threshold)
-        if ccfg.near_dup_threshold > 0
+        near_duplicate_problems(problems.items(), cfg.near_dup_threshold)
+        if cfg.near_dup_threshold > 0
         else {}
     )
     contaminated: dict[str, dict[str, Any]] = {}
-    if ccfg.decontaminate:
-        index = build_index(ccfg.decontaminate, ccfg.contamination_ngram)
+    if cfg.decontaminate:
+        index = build_index(cfg.decontaminate, cfg.contamination_ngram)
         for pid, text in problems.items():
             if (hit := index.match(text)) is not None:
                 contaminated[pid] = hit
@@ -129,7 +141,7 @@ def corpus_checks(
     passing: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
     for row_id, m in meta.items():
         checks = {**results[row_id], **extra.get(row_id, {})}
-        reasons = row_reasons(checks, cfg.verify.keep_unverified)
+        reasons = row_reasons(checks, keep_unverified)
         decisions[row_id] = {
             "correct": checks["correctness"].get("ok"),
             "reasons": reasons,
@@ -138,14 +150,14 @@ def corpus_checks(
         if not reasons:
             passing[m["problem_id"]].append((row_id, m["sample_index"], m["length"]))
     for pid, candidates in passing.items():
-        chosen = select(candidates, ccfg.keep, ccfg.seed, pid)
+        chosen = select(candidates, cfg.keep, cfg.seed, pid)
         for row_id, _, _ in candidates:
             if row_id not in chosen:
                 decisions[row_id]["reasons"].append("not_selected")
                 decisions[row_id]["checks"]["selection"] = {
                     "ok": False,
                     "reason": "not_selected",
-                    "policy": ccfg.keep,
+                    "policy": cfg.keep,
                 }
     for d in decisions.values():
         d["kept"] = not d["reasons"]

@@ -1,0 +1,133 @@
+"""Verify rows: the one entry that `distill filter`, `distill eval` and `distill rl` call.
+
+Each row's checks run in a worker process with a hard wall-clock limit (`verify/pool.py`): the
+correctness check of its domain, plus any per-row checks the caller adds (the filter's
+readability rules) in the same worker, so a row crosses a pipe once. A worker stuck on a row is
+killed and the row reported as `verify_timeout`, never as a verdict. Rows the rules cannot
+decide go to the generative judge when one is configured. Verdicts come back in memory, keyed
+by row id; with `cache_dir` they are also kept on disk, so a rerun skips finished rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from distill.config import to_dict
+from distill.log import progress
+from distill.verify import VerifyConfig, check_correctness
+from distill.verify.cache import VerdictCache, row_digest
+from distill.verify.code_tests import count_tests
+from distill.verify.judge import needs_judge, run_judge
+from distill.verify.pool import run_pool
+
+log = logging.getLogger(__name__)
+
+Checks = dict[str, dict[str, Any]]  # check name -> verdict as a dict ("correctness", ...)
+# imported once in the fork server, so every worker (and every replacement after a timeout
+# kill) starts warm instead of importing sympy on its first row
+PRELOAD = ["distill.verify.maths", "distill.verify.choice", "distill.verify.code_tests",
+           "math_verify"]  # fmt: skip
+
+
+def row_timeout(row: dict[str, Any], cfg: VerifyConfig) -> float:
+    """The wall-clock limit of one row: code pays each test's own sandbox limit, plus slack."""
+    if row.get("domain") == "code":
+        return cfg.verify_timeout + cfg.code.timeout * max(1, count_tests(row.get("reference"))) + 5
+    return cfg.verify_timeout
+
+
+def _check(payload: tuple[dict[str, Any], VerifyConfig, Callable[[dict], Checks] | None]) -> Checks:
+    row, cfg, also = payload
+    out = {"correctness": check_correctness(row, cfg).as_dict()}
+    if also is not None:
+        out.update(also(row))
+    return out
+
+
+def settings_digest(cfg: VerifyConfig, also: Any = None) -> str:
+    """What every cached verdict depends on besides the row itself."""
+    settings = [to_dict(cfg), to_dict(also) if also is not None else None]
+    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def verify_rows(
+    rows: Iterable[dict[str, Any]],
+    cfg: VerifyConfig,
+    *,
+    also: Callable[[dict[str, Any]], Checks] | None = None,
+    cache_dir: Path | None = None,
+    total: int | None = None,
+    show_progress: bool = True,
+    label: str = "verify",
+) -> dict[str, Checks]:
+    """Row id -> its checks: `correctness` (+ whatever `also` returns). Rows need `id`,
+    `domain`, `reference` and `answer` (and what `also` reads). `also` must be picklable: it
+    runs in the workers (a dataclass instance with `__call__`, e.g. the filter's rules)."""
+
+    cache = VerdictCache(cache_dir, settings_digest(cfg, also)) if cache_dir else None
+    results: dict[str, Checks] = {}
+    digests: dict[str, str] = {}
+    limits: dict[str, float] = {}
+    waiting: dict[str, dict[str, Any]] = {}  # rows in the pool, kept for the judge
+    to_judge: list[dict[str, Any]] = []
+
+    def todo() -> Iterator[tuple[str, Any, float]]:
+        for row in rows:
+            key = row["id"]
+            digest = row_digest(row)
+            cached = cache.get(key, digest) if cache else None
+            if cached is not None:
+                results[key] = cached
+                bar.update(task, advance=1)
+                continue
+            digests[key], limits[key] = digest, row_timeout(row, cfg)
+            if cfg.judge:
+                waiting[key] = row
+            yield key, (row, cfg, also), limits[key]
+
+    def keep(key: str, checks: Checks) -> None:
+        results[key] = checks
+        if cache:
+            cache.add(key, digests[key], checks)
+
+    workers = cfg.workers or len(os.sched_getaffinity(0))
+    preload = PRELOAD + ([type(also).__module__] if also is not None else [])
+    bar = progress("{task.fields[rate]} rows/s", disable=not show_progress)
+    started, fresh = time.time(), 0
+    with bar:
+        task = bar.add_task(label, total=total, rate="-")
+        for out in run_pool(_check, todo(), workers, preload=preload):
+            limit = limits.pop(out.key)
+            if out.failure == "timeout":
+                checks = {
+                    "correctness": {"ok": False, "reason": "verify_timeout", "limit_s": limit}
+                }
+            elif out.failure:
+                checks = {
+                    "correctness": {"ok": None, "reason": "verify_error", "error": out.failure}
+                }
+            else:
+                checks = out.value
+            row = waiting.pop(out.key, None)
+            if row is not None and needs_judge(row, checks["correctness"]):
+                results[out.key] = checks
+                to_judge.append(row)
+            else:
+                keep(out.key, checks)
+            fresh += 1
+            bar.update(task, advance=1, rate=f"{fresh / max(time.time() - started, 1e-9):,.0f}")
+    if to_judge:
+        for key, verdict in run_judge(cfg, to_judge).items():
+            keep(key, {**results[key], "correctness": verdict})
+    if cache:
+        cache.flush()
+    if fresh < len(results):
+        log.info("reused %d cached row verdicts, checked %d rows", len(results) - fresh, fresh)
+    return results
