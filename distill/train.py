@@ -10,7 +10,9 @@ One process is the default (what `accelerate launch` then runs once per GPU);
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -19,13 +21,15 @@ from typing import Any, Literal
 
 import yaml
 
-from distill.config import leaves, load_yaml, option, to_dict
+from distill.config import bundled, check_model_ref, from_dict, load_yaml, option, to_dict
 from distill.errors import UserError
 from distill.hub import check_token, push_model, refresh_model_card
+from distill.lock import output_lock
 from distill.log import console
+from distill.plan import plan_for_recipe
 from distill.records import atomic_write_bytes, atomic_write_json
 from distill.students.launch import accelerate_command, command_text, slurm_script
-from distill.students.recipe import StudentRecipe, load_recipe, validate_sft
+from distill.students.recipe import StudentRecipe, load_recipe, sft_fields, validate_sft
 from distill.students.sft import run_sft
 
 log = logging.getLogger(__name__)
@@ -36,7 +40,8 @@ class TrainConfig:
     """What `distill train` does; the recipe holds the hyperparameters."""
 
     data: str = option(
-        help="Training data: a corpus folder (kept/), a file or Hub dataset with messages or prompt/completion."
+        help="Training data: a corpus folder (kept/), a file or Hub dataset with messages or "
+        "prompt/completion; several, comma-separated, are joined."
     )
     output: Path = option(help="Checkpoint folder (resumable, then the final model).")
     student: str = option("tiny", help="Student recipe: a shipped name or a YAML file.")
@@ -61,40 +66,69 @@ class TrainConfig:
     recipe_config: str | None = option(
         None, help="A YAML of recipe fields merged into the recipe (--config).", cli=False
     )
+    allow_world_size_change: bool = option(
+        False,
+        help="Run a recipe with another number of processes than it was written for "
+        "(the global batch changes with it).",
+    )
+    resolved: Path | None = option(
+        None,
+        help="Replay a resolved run file (what --launcher writes and each launched process reads).",
+    )
 
 
-def train_args(
-    cfg: TrainConfig, recipe_overrides: dict[str, Any], sft_overrides: dict[str, Any]
-) -> list[str]:
-    """The arguments that rerun this training once per GPU under a launcher."""
-    args = ["--student", cfg.student, "--data", cfg.data, "--output", str(cfg.output)]
-    for name in ("model", "split", "push_to_hub", "recipe_config"):
-        value = getattr(cfg, name)
-        if value:
-            args += [
-                "--config" if name == "recipe_config" else "--" + name.replace("_", "-"),
-                str(value),
-            ]
-    args += [f"--{n}" for n in ("lora", "qlora", "resume", "private") if getattr(cfg, n)]
-
-    flags = {leaf.path: leaf.flag for leaf in leaves(StudentRecipe)}
-    for path, value in recipe_overrides.items():
-        if isinstance(value, bool):
-            args.append(f"--{flags[path]}" if value else f"--no-{flags[path]}")
-        else:
-            args += [f"--{flags[path]}", str(value)]
-    for name, value in sft_overrides.items():
-        args += [f"--{name}", str(value).lower() if isinstance(value, bool) else str(value)]
-    return args
+LAUNCH_FILE = "distill_train.launch.yaml"
 
 
-def launch(cfg: TrainConfig, recipe: StudentRecipe, args: list[str]) -> str:
+def world_size() -> int:
+    """Processes in this run, as the launcher (accelerate, torchrun, srun) told each of them."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
+
+def recipe_world_size(recipe: StudentRecipe) -> int:
+    d = recipe.distributed
+    return 1 if d.strategy == "single" else d.nodes * d.gpus_per_node
+
+
+def global_batch(
+    recipe: StudentRecipe, sft_overrides: dict[str, Any], world: int
+) -> tuple[int, str]:
+    """Sequences per optimizer step, and how it is made."""
+    fields = sft_fields()
+    sft = {**validate_sft(recipe.sft, f"recipe {recipe.name}"), **sft_overrides}
+    per = sft.get("per_device_train_batch_size", fields["per_device_train_batch_size"].default)
+    accum = sft.get("gradient_accumulation_steps", fields["gradient_accumulation_steps"].default)
+    max_len = sft.get("max_length", fields["max_length"].default)
+    total = per * accum * world
+    return total, (
+        f"global batch {total} = {per} per device x {accum} accumulation x {world} processes, "
+        f"sequences of <= {max_len} tokens"
+    )
+
+
+def check_world_size(cfg: TrainConfig, recipe: StudentRecipe, sft_overrides: dict[str, Any]) -> str:
+    """A recipe written for 8 GPUs run as 1 process trains with a global batch 8x smaller (or
+    runs out of memory): refuse unless asked for, and say what it would mean."""
+    want, have = recipe_world_size(recipe), world_size()
+    batch, line = global_batch(recipe, sft_overrides, have)
+    if want != have and not cfg.allow_world_size_change:
+        d = recipe.distributed
+        planned, _ = global_batch(recipe, sft_overrides, want)
+        raise UserError(
+            f"recipe {recipe.name} is written for {want} processes ({d.nodes} node(s) x "
+            f"{d.gpus_per_node} GPUs, global batch {planned}) but this run has {have} (global batch "
+            f"{batch}): use --launcher accelerate|slurm, or --allow-world-size-change to run anyway"
+        )
+    return line
+
+
+def launch(cfg: TrainConfig, recipe: StudentRecipe, resolved: Path) -> str:
+    """Start (or with --dry-run, show) the launcher; each launched process replays `resolved`."""
+    args = ["--resolved", str(resolved)]
     if cfg.launcher == "accelerate":
         text = command_text(accelerate_command(recipe, args))
         if cfg.dry_run:
             return text
-        cfg.output.mkdir(parents=True, exist_ok=True)
         console.print(f"[bold]launching[/]: {text}")
         code = subprocess.call(text, shell=True)
         if code:
@@ -103,7 +137,6 @@ def launch(cfg: TrainConfig, recipe: StudentRecipe, args: list[str]) -> str:
     script = slurm_script(recipe, args, cfg.output)
     if cfg.dry_run:
         return script
-    cfg.output.mkdir(parents=True, exist_ok=True)
     path = cfg.output / "train.sbatch"
     atomic_write_bytes(path, script.encode())
     if not cfg.submit:
@@ -116,6 +149,43 @@ def launch(cfg: TrainConfig, recipe: StudentRecipe, args: list[str]) -> str:
     return script
 
 
+def resolve(
+    cfg: TrainConfig, recipe_overrides: dict[str, Any], sft_overrides: dict[str, Any]
+) -> tuple[TrainConfig, StudentRecipe, dict[str, Any]]:
+    """The run as every process will see it: a --resolved file, or the recipe with --config
+    and flags merged in. Everything a typo can break is checked here, before any work."""
+    if cfg.resolved:
+        data = load_yaml(cfg.resolved)
+        where = str(cfg.resolved)
+        run = from_dict(TrainConfig, {**data.get("train", {}), "launcher": "none", "dry_run": False,
+                                      "submit": False, "resolved": None}, where)  # fmt: skip
+        recipe = from_dict(StudentRecipe, data.get("recipe", {}), where)
+        return run, recipe, validate_sft(data.get("sft_overrides") or {}, where)
+    extra = load_yaml(cfg.recipe_config) if cfg.recipe_config else None
+    recipe = load_recipe(cfg.student, extra, recipe_overrides)
+    validate_sft(recipe.sft, f"recipe {recipe.name}")  # a typo fails now, not on 64 GPUs
+    check_model_ref(bundled(cfg.model or recipe.base_model), "--model" if cfg.model else "base_model")
+    if cfg.submit and cfg.launcher != "slurm":
+        raise UserError("--submit goes with --launcher slurm")
+    for part in cfg.data.split(","):
+        data = Path(part.strip()).expanduser()
+        if not data.exists() and (
+            part.strip().startswith((".", "/", "~")) or data.suffix or "/" not in part
+        ):
+            raise UserError(
+                f"--data {part.strip()}: no such file or folder (nor a Hub dataset id: owner/name)"
+            )
+    return cfg, recipe, sft_overrides
+
+
+def record(
+    cfg: TrainConfig, recipe: StudentRecipe, sft_overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """The resolved run: what launched processes replay, and (with what really ran added) the
+    model folder's distill_train.yaml."""
+    return {"train": to_dict(cfg), "recipe": to_dict(recipe), "sft_overrides": sft_overrides}
+
+
 def train(
     cfg: TrainConfig,
     recipe_overrides: dict[str, Any] | None = None,
@@ -124,74 +194,87 @@ def train(
     """Train (or launch training of) a student; returns the run's stats, or with a launcher
     or --dry-run the command (the Slurm script) under "command"."""
 
-    recipe_overrides, sft_overrides = recipe_overrides or {}, sft_overrides or {}
-    extra = load_yaml(cfg.recipe_config) if cfg.recipe_config else None
-    recipe = load_recipe(cfg.student, extra, recipe_overrides)
-    validate_sft(recipe.sft, f"recipe {recipe.name}")  # a typo fails now, not on 64 GPUs
-    if cfg.submit and cfg.launcher != "slurm":
-        raise UserError("--submit goes with --launcher slurm")
-    data = Path(cfg.data).expanduser()
-    if not data.exists() and (
-        cfg.data.startswith((".", "/", "~")) or data.suffix or "/" not in cfg.data
-    ):
-        raise UserError(
-            f"--data {cfg.data}: no such file or folder (nor a Hub dataset id: owner/name)"
-        )
+    launched = cfg.resolved is not None  # the launcher that started this process holds the lock
+    cfg, recipe, sft = resolve(cfg, recipe_overrides or {}, sft_overrides or {})
     if cfg.push_to_hub and not cfg.dry_run:
         check_token()  # before hours of training, not after
+    if cfg.launcher == "none" and not cfg.dry_run:
+        check_world_size(cfg, recipe, sft)  # before the output folder is touched
+    if cfg.dry_run or launched or os.environ.get("RANK", "0") != "0":
+        return _train(cfg, recipe, sft)
+    with output_lock(cfg.output, "distill train"):
+        return _train(cfg, recipe, sft)
+
+
+def plan_line(cfg: TrainConfig, recipe: StudentRecipe, sft: dict[str, Any], world: int) -> str:
+    """`distill plan`'s estimate for this run, as dry runs show it; a warning if it won't fit."""
+    shaped = dataclasses.replace(recipe, base_model=cfg.model) if cfg.model else recipe
+    plan = plan_for_recipe(shaped, sft, world)
+    if plan is None:
+        return "# plan: model shapes unknown (not a shipped base nor a local folder)"
+    if not plan.fits:
+        log.warning("this run will not fit in GPU memory: %s", plan.summary)
+    return f"# {plan.summary}"
+
+
+def _train(cfg: TrainConfig, recipe: StudentRecipe, sft: dict[str, Any]) -> dict[str, Any]:
     if cfg.launcher != "none":
-        return {
-            "launcher": cfg.launcher,
-            "command": launch(cfg, recipe, train_args(cfg, recipe_overrides, sft_overrides)),
-        }
-    if cfg.dry_run:
-        text = command_text(
-            [
-                "python",
-                "-m",
-                "distill.cli",
-                "train",
-                *train_args(cfg, recipe_overrides, sft_overrides),
-            ]
+        want = recipe_world_size(recipe)
+        _, line = global_batch(recipe, sft, want)
+        d = recipe.distributed
+        resolved = cfg.output / LAUNCH_FILE
+        head = (
+            f"# {recipe.name}: {d.strategy}, world size {want} ({d.nodes} node(s) x "
+            f"{d.gpus_per_node} GPUs), {line}\n# every process replays {resolved}: the recipe "
+            f"resolved with --config and flags{f' (SFT overrides: {sft})' if sft else ''}"
+            f"{'; written when the run starts (a dry run writes nothing)' if cfg.dry_run else ''}"
         )
-        return {"launcher": "none", "command": text}
-    return _train_here(cfg, recipe, sft_overrides)
+        if not cfg.dry_run:
+            cfg.output.mkdir(parents=True, exist_ok=True)
+            text = yaml.safe_dump(record(cfg, recipe, sft), sort_keys=False, allow_unicode=True)
+            atomic_write_bytes(resolved, text.encode())
+            console.print(head.lstrip("# "))
+        if cfg.dry_run:
+            head += "\n" + plan_line(cfg, recipe, sft, want)
+        command = launch(cfg, recipe, resolved)
+        return {"launcher": cfg.launcher, "command": f"{head}\n{command}", "world_size": want}
+    line = check_world_size(cfg, recipe, sft)
+    if cfg.dry_run:
+        plan = plan_line(cfg, recipe, sft, world_size())
+        here = "# runs in this process (--launcher none); the same command without --dry-run starts it"
+        return {"launcher": "none", "command": f"# {recipe.name}: {line}\n{plan}\n{here}"}
+    return _train_here(cfg, recipe, sft, line)
 
 
 def _train_here(
-    cfg: TrainConfig, recipe: StudentRecipe, sft_overrides: dict[str, Any]
+    cfg: TrainConfig, recipe: StudentRecipe, sft_overrides: dict[str, Any], batch_line: str
 ) -> dict[str, Any]:
-
-    started = time.time()
-    cfg.output.mkdir(parents=True, exist_ok=True)
-    resolved = {"train": to_dict(cfg), "recipe": to_dict(recipe), "sft_overrides": sft_overrides}
-    atomic_write_bytes(
-        cfg.output / "distill_train.yaml",
-        yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True).encode(),
-    )
-    stats = run_sft(
-        recipe,
-        cfg.data,
-        cfg.output,
-        cfg.model,
-        sft_overrides,
-        cfg.lora,
-        cfg.qlora,
-        cfg.resume,
-        cfg.push_to_hub,
-        cfg.private,
-    )
-    stats["wall_time_s"] = round(time.time() - started, 1)
     from accelerate import PartialState
 
-    if PartialState().is_main_process:
+    started = time.time()
+    main = PartialState().is_main_process
+    if main:
+        console.print(f"[bold]distill train[/] {recipe.name}: {batch_line}")
+    cfg.output.mkdir(parents=True, exist_ok=True)
+    run = record(cfg, recipe, sft_overrides)
+    run["world_size"] = world_size()
+    run["global_batch"] = global_batch(recipe, sft_overrides, run["world_size"])[0]
+    stats = run_sft(recipe, cfg, sft_overrides, run)
+    stats["wall_time_s"] = round(time.time() - started, 1)
+    if main:
         atomic_write_json(cfg.output / "stats.json", stats)
         console.print(
             f"[bold]distill train[/] → {cfg.output}: {stats['steps']} steps, {stats['tokens_seen']:,} tokens "
-            f"({stats['tokens_per_s']:,.0f} tok/s), loss {stats['first_loss']} → {stats['final_loss']}, "
+            f"({stats['tokens_per_s']:,.0f} tok/s), loss {_loss(stats['first_loss'])} → {_loss(stats['final_loss'])}, "
             f"{stats['dropped_too_long']} examples dropped for length"
         )
+        if (cfg.output / "loss.png").is_file():
+            console.print(f"loss curve: {cfg.output / 'loss.png'}")
         if cfg.push_to_hub:
             refresh_model_card(cfg.output, cfg.push_to_hub)
             push_model(cfg.output, cfg.push_to_hub, private=cfg.private)
     return stats
+
+
+def _loss(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"

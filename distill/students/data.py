@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import UserError
+from distill.problems import DatasetSpec, has_splits, open_dataset
 from distill.prompts import (
     build_messages,
     default_prompt,
@@ -63,7 +64,10 @@ def to_conversation(row: dict[str, Any], where: str) -> list[dict[str, str]]:
 
 
 def load_rows(source: str, split: str | None = None) -> tuple[Any, str]:
-    """A `datasets.Dataset` of raw rows from a corpus folder, file or Hub id, and its name."""
+    """A `datasets.Dataset` of raw rows from a corpus folder, file or dataset, and its name.
+
+    A dataset with splits (a Hub id, or a local folder in the Hub's layout) gives its train
+    split unless `split` says otherwise: training never reads a test split by default."""
     import datasets
 
     datasets.disable_progress_bars()  # TRL's bars and our summary say what matters
@@ -72,12 +76,17 @@ def load_rows(source: str, split: str | None = None) -> tuple[Any, str]:
     if path.is_dir() and (path / "kept").is_dir() and not list(path.glob("*.parquet")):
         log.info("%s is a filter output: training on its kept/ split", path)
         path = path / "kept"
-    if path.is_dir():
+    if path.is_dir() and not has_splits(path):
+        if split:
+            raise UserError(f"--split {split}: {path} is a corpus folder, which has no splits")
         files = [str(f) for f in corpus_files(path)]
-        return datasets.load_dataset("parquet", data_files=files, split="train"), str(path)
-    from distill.problems import DatasetSpec, _load_rows
+        import pyarrow.parquet as pq
 
-    ds, _ = _load_rows(DatasetSpec(dataset=source, split=split))
+        # datasets refuses a 0-row split outright ("corresponds to no data"): say it plainly
+        if sum(pq.read_metadata(f).num_rows for f in files) == 0:
+            raise UserError(f"{path}: no training examples (0 rows; a filter that kept none?)")
+        return datasets.load_dataset("parquet", data_files=files, split="train"), str(path)
+    ds, _ = open_dataset(DatasetSpec(dataset=source, split=split), default_split="train")
     return ds, source
 
 
@@ -88,7 +97,18 @@ def build_dataset(
     split: str | None = None,
     num_proc: int | None = None,
 ) -> tuple[Any, dict[str, int]]:
-    """Tokenized examples (input_ids, assistant_masks) that fit `max_length`, and counts."""
+    """Tokenized examples (input_ids, assistant_masks) that fit `max_length`, and counts.
+
+    `source` may name several datasets separated by commas (R1's stage-3 SFT: the filtered
+    reasoning corpus plus non-reasoning data): each is read and tokenized on its own, then
+    the examples are joined."""
+    import datasets
+
+    parts = [s.strip() for s in source.split(",") if s.strip()]
+    if len(parts) > 1:
+        built = [build_dataset(tokenizer, p, max_length, split, num_proc) for p in parts]
+        counts = {k: sum(c[k] for _, c in built) for k in built[0][1]}
+        return datasets.concatenate_datasets([ds for ds, _ in built]), counts
     rows, name = load_rows(source, split)
     if len(rows) == 0:
         raise UserError(f"{name}: no training examples")

@@ -1,7 +1,8 @@
 """Scale-out on existing engines: `accelerate launch` (DeepSpeed ZeRO-3, FSDP2, DDP) and Slurm.
 
 `distill train --launcher accelerate|slurm` builds the command that runs `distill train` once
-per GPU; `--dry-run` prints it, `--submit` hands the Slurm script to sbatch. Multi-node runs
+per GPU, each process replaying the resolved run file (`--resolved`); `--dry-run` prints it,
+`--submit` hands the Slurm script to sbatch. Multi-node runs
 rendezvous with c10d at the first node of the allocation.
 """
 
@@ -54,7 +55,7 @@ def accelerate_command(
                 "--main_process_port", str(PORT), "--rdzv_backend", "c10d"]  # fmt: skip
     else:
         cmd += ["--num_machines", "1", "--num_processes", str(d.gpus_per_node)]
-    return [*cmd, "-m", "distill.cli", "train", *train_args, "--launcher", "none"]
+    return [*cmd, "-m", "distill.cli", "train", *train_args]
 
 
 def slurm_script(recipe: StudentRecipe, train_args: list[str], output: Path) -> str:

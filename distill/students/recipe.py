@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from distill.config import from_dict, load_yaml, option, override, shipped, shipped_yaml
+from distill.config import (
+    from_dict,
+    load_yaml,
+    option,
+    override,
+    shipped,
+    shipped_yaml,
+    type_name,
+)
 from distill.errors import UserError
 
 HERE = Path(__file__).parent
@@ -154,7 +162,8 @@ def convert_sft_value(name: str, value: Any, f: dataclasses.Field) -> Any:
         if tp.startswith("int") or tp == "<class 'int'>":
             return int(value)
     except ValueError:
-        raise UserError(f"--{name}: expected {tp}, got {value!r}") from None
+        shown = f.type if isinstance(f.type, str) else type_name(f.type)
+        raise UserError(f"--{name}: expected {shown}, got {value!r}") from None
     if "dict" in tp and value.startswith("{"):
         import json
 
