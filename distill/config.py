@@ -7,6 +7,7 @@ help text of a setting lives once, in its field's metadata; the CLI reuses it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import types
@@ -69,6 +70,50 @@ def bundled(ref: str) -> str:
     return str(path)
 
 
+# In a model folder while `distill train` / `distill rl` write its final weights: a kill then
+# leaves weights half-overwritten, so the mark stays and readers refuse the folder.
+INCOMPLETE_MODEL = ".distill-incomplete"
+
+
+@contextlib.contextmanager
+def writing_model(folder: Path, enabled: bool = True) -> Iterator[None]:
+    """Mark `folder` for the duration of its final save. The mark goes only when the save
+    finished: an exception or a kill inside leaves it for the rerun that completes the save."""
+    mark = folder / INCOMPLETE_MODEL
+    if enabled:
+        folder.mkdir(parents=True, exist_ok=True)
+        mark.write_text("the final save of this model did not finish; rerun the command\n")
+    yield
+    if enabled:
+        mark.unlink(missing_ok=True)
+
+
+def check_model_ref(ref: str, flag: str = "--model") -> None:
+    """A model to load is a local folder or a Hub id (`name` or `owner/name`); anything else
+    fails here in one line, not deep in vLLM or transformers with a traceback. A folder whose
+    final save a kill interrupted is refused too."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        if (path / INCOMPLETE_MODEL).exists():
+            raise UserError(
+                f"{flag} {ref}: a model whose final save did not finish (a killed `distill "
+                "train` or `distill rl`); rerun that command with --resume to complete it"
+            )
+        return
+    if path.exists():
+        raise UserError(f"{flag} {ref}: is a file, not a model folder")
+    if not ref.startswith((".", "/", "~")) and ref.count("/") <= 1:
+        try:
+            validate_repo_id(ref)
+            return
+        except HFValidationError:
+            pass
+    raise UserError(f"{flag} {ref}: no such model folder, and not a Hub id (owner/name)")
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, turning every problem into a one-line UserError."""
     p = Path(path)
@@ -96,8 +141,8 @@ def from_dict(cls: type, data: Mapping[str, Any], source: str, prefix: str = "")
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            close = _did_you_mean(cls, str(key))
+            hint = f" (did you mean '{prefix}{close}'?)" if close else ""
             raise UserError(f"{source}: unknown field '{prefix}{key}'{hint}")
         kwargs[key] = _coerce(value, hints[key], source, f"{prefix}{key}")
     missing = [
@@ -113,15 +158,53 @@ def from_dict(cls: type, data: Mapping[str, Any], source: str, prefix: str = "")
         raise UserError(f"{source}: {e}") from None
 
 
-def _type_name(tp: Any) -> str:
-    if get_origin(tp) is Literal:
+def _field_paths(cls: type, prefix: str = "") -> Iterator[str]:
+    """Dotted paths of every field of `cls`, nested dataclasses included, own fields first."""
+    hints = typing.get_type_hints(cls)
+    nested = []
+    for f in dataclasses.fields(cls):
+        yield f"{prefix}{f.name}"
+        inner = [a for a in get_args(hints[f.name]) if a is not type(None)] or [hints[f.name]]
+        if dataclasses.is_dataclass(inner[0]):
+            nested.append((inner[0], f"{prefix}{f.name}."))
+    for sub, sub_prefix in nested:
+        yield from _field_paths(sub, sub_prefix)
+
+
+def _did_you_mean(cls: type, key: str) -> str | None:
+    """The field a typo meant, at any depth: `temprature` at the top of a profile means
+    `sampling.temperature`, not the nearest top-level name (`chat_template`)."""
+    by_name: dict[str, str] = {}
+    for path in _field_paths(cls):
+        by_name.setdefault(path.rsplit(".", 1)[-1], path)
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(by_name), n=1)
+    return by_name[close[0]] if close else None
+
+
+TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "text",
+              Path: "a path"}  # fmt: skip
+
+
+def type_name(tp: Any) -> str:
+    """A type as an error message says it to a user: `a number`, not `<class 'float'>`."""
+    origin = get_origin(tp)
+    if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        names = [type_name(a) for a in get_args(tp) if a is not type(None)]
+        return " or ".join(names) + (" or null" if type(None) in get_args(tp) else "")
+    if tp in TYPE_NAMES:
+        return TYPE_NAMES[tp]
+    if origin is list:
+        return "a list"
+    if origin is dict or dataclasses.is_dataclass(tp):
+        return "a mapping"
     return getattr(tp, "__name__", str(tp))
 
 
 def _coerce(value: Any, tp: Any, source: str, path: str) -> Any:
     origin = get_origin(tp)
-    bad = UserError(f"{source}: field '{path}' must be {_type_name(tp)}, got {value!r}")
+    bad = UserError(f"{source}: field '{path}' must be {type_name(tp)}, got {value!r}")
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):

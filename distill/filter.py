@@ -8,43 +8,54 @@ Per-row checks (correctness, readability) run through the verification service
 in `OUTPUT/.work/` so a rerun skips finished rows.
 Corpus-level checks (duplicates, contamination) and the per-problem selection follow; every
 row is written to `kept/` or `rejected/` with `correct`, `kept`, `reasons` and `checks`.
+The new output (both splits and the report) is written beside the old one and switched in
+whole (`records.switch_filter_output`): a kill at any moment leaves the old output or the new
+one, never a mix.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from distill.config import option, to_dict
 from distill.errors import UserError
 from distill.filters.corpus_checks import CorpusConfig, corpus_checks
+from distill.filters.decontam import build_index
 from distill.filters.inputs import ROW_FIELDS, Deriver, corpus_rows, input_files, iter_batches
 from distill.filters.readability import RowChecksConfig
 from distill.filters.report import build_report, print_report, write_report
 from distill.hub import check_token, push_dataset
+from distill.lock import output_lock
+from distill.problems import in_shard, parse_shard
 from distill.records import (
+    FILTER_SPLITS,
     atomic_write_bytes,
     atomic_write_json,
+    new_filter_output,
     read_manifest,
+    switch_filter_output,
     write_table,
 )
 from distill.verify import VerifyConfig
-from distill.verify.service import verify_rows
+from distill.verify.service import settings_digest, verify_rows
 
 if TYPE_CHECKING:  # heavy modules are imported where used: `distill --help` stays instant
     import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
-FILTER_COLUMNS = ("correct", "kept", "reasons", "checks")
+# problem_correct / problem_verified: the row's problem's verified-correct and verified samples
+# (its pass rate, the same on every row of a problem), for RL data selection and
+# difficulty-aware SFT; report.json's `pass_rates` holds them per problem.
+FILTER_COLUMNS = ("correct", "kept", "reasons", "checks", "problem_correct", "problem_verified")
 WORK = ".work"
 SHARD_ROWS = 10_000
 
@@ -58,6 +69,25 @@ class FilterConfig:
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     rows: RowChecksConfig = field(default_factory=RowChecksConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    executor: Literal["local", "ray"] = option(
+        "local",
+        help="Where the per-row checks run: this machine's cores, or a Ray cluster (--ray-address).",
+    )
+    ray_address: str | None = option(
+        None,
+        help="Ray cluster to run the per-row checks on (auto, HEAD:6379, ray://HEAD:10001); "
+        "unset: a Ray instance on this machine.",
+    )
+    shard: str | None = option(
+        None,
+        help="Run only the per-row checks of shard I/N of the problems (one Slurm array task "
+        "each); then `--reduce` does the corpus step once.",
+    )
+    reduce: bool = option(
+        False,
+        help="Corpus step only, over the verdicts of every --shard run (refused while a shard "
+        "is missing).",
+    )
     overwrite: bool = option(False, help="Replace an existing filter output of another input.")
     push_to_hub: str | None = option(
         None, help="Push kept/rejected to this Hub dataset repo at the end."
@@ -68,7 +98,7 @@ class FilterConfig:
 
 
 def _write_outputs(
-    cfg: FilterConfig, files: list[Path], decisions: dict[str, dict[str, Any]], staging: Path
+    cfg: FilterConfig, files: list[Path], decisions: dict[str, dict[str, Any]], generation: Path
 ) -> None:
     """Stream the input again, attach verdict columns, split into kept/ and rejected/."""
     import pyarrow as pa
@@ -79,13 +109,13 @@ def _write_outputs(
     buffers: dict[str, list[pa.Table]] = {"kept": [], "rejected": []}
     derive = Deriver()
     for split in writers:
-        (staging / split).mkdir(parents=True)
+        (generation / split).mkdir()
 
     def flush(split: str, force: bool = False) -> None:
         rows = sum(t.num_rows for t in buffers[split])
         if rows and (force or rows >= SHARD_ROWS):
             table = pa.concat_tables(buffers[split], promote_options="default")
-            write_table(staging / split / f"shard-{counters[split]:05d}.parquet", table)
+            write_table(generation / split / f"shard-{counters[split]:05d}.parquet", table)
             counters[split] += 1
             buffers[split] = []
 
@@ -96,7 +126,8 @@ def _write_outputs(
             row.update({k: derived[k] for k in ROW_FIELDS if row.get(k) is None})
             d = decisions[derived["id"]]
             row.update(correct=d["correct"], kept=d["kept"], reasons=d["reasons"],
-                       checks=json.dumps(d["checks"], ensure_ascii=False, default=str))  # fmt: skip
+                       checks=json.dumps(d["checks"], ensure_ascii=False, default=str),
+                       problem_correct=d["problem_correct"], problem_verified=d["problem_verified"])  # fmt: skip
         for split, want in (("kept", True), ("rejected", False)):
             part = [r for r in rows if r["kept"] is want]
             if part:
@@ -104,11 +135,11 @@ def _write_outputs(
                 flush(split)
     for split in writers:
         flush(split, force=True)
-    # An empty split still gets one (empty) shard with the same columns, so it loads as 0 rows.
-    schema = next((pq.read_schema(p) for p in sorted(staging.glob("*/shard-*.parquet"))), None)
+    # An empty split still gets one (empty) shard with the same columns, so it reads as 0 rows.
+    schema = next((pq.read_schema(p) for p in sorted(generation.glob("*/shard-*.parquet"))), None)
     for split in writers:
         if counters[split] == 0 and schema is not None:
-            write_table(staging / split / "shard-00000.parquet", schema.empty_table())
+            write_table(generation / split / "shard-00000.parquet", schema.empty_table())
 
 
 def _table(rows: list[dict[str, Any]]) -> pa.Table:
@@ -116,7 +147,8 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
 
     table = pa.Table.from_pylist(rows)
     types = {"correct": pa.bool_(), "kept": pa.bool_(), "reasons": pa.list_(pa.string()), "checks": pa.string(),
-             "sample_index": pa.int64(), "completion_tokens": pa.int64(), "prompt_tokens": pa.int64()}  # fmt: skip
+             "sample_index": pa.int64(), "completion_tokens": pa.int64(), "prompt_tokens": pa.int64(),
+             "problem_correct": pa.int64(), "problem_verified": pa.int64()}  # fmt: skip
     for name, tp in types.items():
         if name in table.column_names:
             i = table.column_names.index(name)
@@ -128,15 +160,21 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
     return table
 
 
+def _same_input(previous: dict[str, Any], current: dict[str, Any]) -> bool:
+    # by absolute path: `traces/x` and `/home/me/traces/x` are one input (older reports lack it)
+    keys = ("resolved", "files", "rows") if "resolved" in previous else ("path", "files", "rows")
+    return all(previous.get(k) == current.get(k) for k in keys)
+
+
 def _check_output(cfg: FilterConfig, input_key: dict[str, Any]) -> None:
     out = cfg.output
     if not out.exists():
         return
     stamp = out / "report.json"
-    entries = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+    entries = [p.name for p in out.iterdir() if not p.name.startswith(".") and p.name != "logs"]
     if stamp.is_file():
         previous = json.loads(stamp.read_text()).get("input")
-        if previous and previous != input_key and not cfg.overwrite:
+        if previous and not _same_input(previous, input_key) and not cfg.overwrite:
             raise UserError(
                 f"{out}: holds the filter output of another input ({previous.get('path')}); use --overwrite"
             )
@@ -146,57 +184,126 @@ def _check_output(cfg: FilterConfig, input_key: dict[str, Any]) -> None:
         raise UserError(f"{out}: the output must differ from the input")
 
 
+def _shard_dir(out: Path, shard: tuple[int, int]) -> Path:
+    return out / WORK / f"shard-{shard[0]:05d}-of-{shard[1]:05d}"
+
+
+def _executor(cfg: FilterConfig) -> Any:
+    if cfg.executor == "ray":
+        from distill.verify.ray_pool import ray_executor
+
+        return ray_executor(cfg.ray_address)
+    return None  # run_pool on this machine's cores
+
+
+def _shard_folders(cfg: FilterConfig, input_key: dict[str, Any]) -> list[Path]:
+    """The verdict folders of the --shard runs; with --reduce every shard must be finished."""
+    found = sorted((cfg.output / WORK).glob("shard-*-of-*"))
+    if not cfg.reduce:
+        return found
+    if not found:
+        raise UserError(f"{cfg.output}: --reduce found no shard verdicts; run --shard I/N first")
+    counts = {int(p.name.rsplit("-of-", 1)[1]) for p in found}
+    if len(counts) != 1:
+        raise UserError(f"{cfg.output}/{WORK}: shards of several splits ({sorted(counts)}); remove the stale ones")
+    n = counts.pop()
+    digest = settings_digest(cfg.verify, cfg.rows)
+    missing = []
+    for i in range(n):
+        done = _shard_dir(cfg.output, (i, n)) / "done.json"
+        stamp = json.loads(done.read_text()) if done.is_file() else {}
+        if stamp.get("digest") != digest or not _same_input(stamp.get("input", {}), input_key):
+            missing.append(f"{i}/{n}")
+    if missing:
+        raise UserError(
+            f"{cfg.output}: --reduce: shard(s) {', '.join(missing)} not finished with this input "
+            "and these per-row settings; run them first"
+        )
+    return found
+
+
+def _run_shard(cfg: FilterConfig, files: list[Path], input_key: dict[str, Any]) -> dict[str, Any]:
+    """One Slurm array task: the per-row checks of 1/N of the problems, as cached verdicts."""
+    shard = parse_shard(cfg.shard)
+    assert shard is not None
+    folder = _shard_dir(cfg.output, shard)
+    with output_lock(folder, f"distill filter --shard {cfg.shard}"):  # shards run side by side
+        _check_output(cfg, input_key)
+        rows = (r for r in corpus_rows(files) if in_shard(r["problem_id"], shard))
+        results = verify_rows(
+            rows, cfg.verify, also=cfg.rows, cache_dir=folder, show_progress=cfg.progress,
+            executor=_executor(cfg), label=f"verify {cfg.shard}",
+        )  # fmt: skip
+        info = {"shard": cfg.shard, "rows": len(results), "input": input_key,
+                "digest": settings_digest(cfg.verify, cfg.rows)}  # fmt: skip
+        atomic_write_json(folder / "done.json", info)
+    log.info("shard %s: %d rows verified; `distill filter --reduce` once every shard is done",
+             cfg.shard, len(results))  # fmt: skip
+    return info
+
+
 def filter_corpus(cfg: FilterConfig) -> dict[str, Any]:
-    """Filter a corpus; returns the report (also written as report.json / report.md)."""
+    """Filter a corpus; returns the report (also written as report.json / report.md).
+    With `shard`, only that shard's per-row verdicts (returns what it did)."""
     import pyarrow.parquet as pq
 
     started = time.time()
-    if cfg.push_to_hub:
+    if cfg.shard and cfg.reduce:
+        raise UserError("--shard and --reduce: one run is a shard or the reduce step, not both")
+    if cfg.push_to_hub and not cfg.shard:
         check_token()  # before hours of verification, not after
     files = input_files(Path(cfg.input))
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     if total == 0:
         raise UserError(f"{cfg.input}: the corpus has no rows")
-    input_key = {"path": str(cfg.input), "files": len(files), "rows": total}
-    _check_output(cfg, input_key)
+    input_key = {"path": str(cfg.input), "resolved": str(Path(cfg.input).resolve()),
+                 "files": len(files), "rows": total}  # fmt: skip
+    if cfg.shard:
+        return _run_shard(cfg, files, input_key)
+    # every benchmark name is checked (and loaded) before any row is verified
+    c = cfg.corpus
+    benchmarks = build_index(c.decontaminate, c.contamination_ngram) if c.decontaminate else None
     out = cfg.output
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        results = verify_rows(
-            corpus_rows(files), cfg.verify, also=cfg.rows, cache_dir=out / WORK, total=total,
-            show_progress=cfg.progress,
-        )  # fmt: skip
-        decisions, corpus_info = corpus_checks(
-            cfg.corpus, corpus_rows(files), results, cfg.verify.keep_unverified
-        )
-    except UserError:
-        if created:  # a bad row found mid-way: leave no half-made output behind
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    with output_lock(out, "distill filter"):
+        _check_output(cfg, input_key)
+        try:
+            shards = _shard_folders(cfg, input_key)
+            results = verify_rows(
+                corpus_rows(files), cfg.verify, also=cfg.rows, cache_dir=out / WORK, total=total,
+                show_progress=cfg.progress, executor=None if cfg.reduce else _executor(cfg),
+                reuse=shards,
+            )  # fmt: skip
+            decisions, corpus_info = corpus_checks(
+                cfg.corpus, corpus_rows(files), results, cfg.verify.keep_unverified, benchmarks
+            )
+        except UserError:
+            if created:  # a bad row found mid-way: leave no half-made output behind
+                shutil.rmtree(out, ignore_errors=True)
+            raise
 
-    staging = out / WORK / f"staging-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    _write_outputs(cfg, files, decisions, staging)
-    manifest = read_manifest(Path(cfg.input)) if Path(cfg.input).is_dir() else None
-    report = build_report(cfg, decisions, corpus_info, input_key, started)
-    for split in ("kept", "rejected"):
-        m = dict(manifest or {})
-        m["filter"] = {"split": split, "input": str(cfg.input), "config": to_dict(cfg)}
-        m["counts"] = {"rows": report["counts"][split]}
-        atomic_write_json(staging / split / "manifest.json", m)
-        target = out / split
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging / split, target)
-    shutil.rmtree(staging, ignore_errors=True)
-    write_report(out, report, decisions, corpus_info["meta"])
-    atomic_write_bytes(
-        out / "config.yaml",
-        yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True).encode(),
-    )
-    if cfg.report:
-        print_report(report, out)
-    if cfg.push_to_hub:
-        push_dataset(out, cfg.push_to_hub, private=cfg.private)
+        # the whole new output is written beside the current one, then switched in at once
+        generation = new_filter_output(out)
+        _write_outputs(cfg, files, decisions, generation)
+        manifest = read_manifest(Path(cfg.input)) if Path(cfg.input).is_dir() else None
+        report = build_report(cfg, decisions, corpus_info, input_key, started)
+        # math-verify's rejections the judge overturned (--judge-wrong), counted apart
+        report["judge_overturned"] = sum(
+            bool(r["correctness"].get("overturned")) for r in results.values()
+        )
+        for split in FILTER_SPLITS:
+            m = dict(manifest or {})
+            m["filter"] = {"split": split, "input": str(cfg.input), "config": to_dict(cfg)}
+            m["counts"] = {"rows": report["counts"][split]}
+            atomic_write_json(generation / split / "manifest.json", m)
+        write_report(generation, report, decisions, corpus_info["meta"])
+        atomic_write_bytes(
+            generation / "config.yaml",
+            yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True).encode(),
+        )
+        switch_filter_output(out, generation)
+        if cfg.report:
+            print_report(report, out)
+        if cfg.push_to_hub:
+            push_dataset(out, cfg.push_to_hub, private=cfg.private)
     return report

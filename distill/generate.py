@@ -7,6 +7,10 @@ Rejection sampling: N samples per problem (one request with n=N), streamed throu
 teacher; finished rows are written as atomic parquet shards of `chunk_size` problems. A rerun
 rebuilds what is done from the shards on disk and asks only for the missing
 (problem_id, sample_index) pairs, so a kill loses at most the rows not yet in a shard.
+
+With `--until-correct K` (`--samples N` the ceiling) problems are sampled in rounds and each
+finished request is verified with the filter's per-row checks as it arrives, until K samples
+pass (distill/adaptive.py); every sample is kept with its verdict.
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ from typing import Any
 import yaml
 
 from distill.config import option, to_dict
-from distill.errors import UserError
+from distill.errors import EnvFailure, UserError
+from distill.filters.readability import RowChecksConfig
 from distill.hub import check_token, push_dataset
+from distill.lock import output_lock
 from distill.log import console, progress
 from distill.problems import DatasetSpec, Problem, in_shard, load_problems, parse_shard
 from distill.prompts import build_messages, join_completion, split_trace
 from distill.records import (
+    VERDICT,
     CorpusWriter,
     atomic_write_bytes,
     atomic_write_json,
@@ -37,9 +44,13 @@ from distill.records import (
     read_corpus_or_empty,
     read_manifest,
     remove_corpus,
+    shard_paths,
+    with_verdict_column,
+    write_table,
 )
 from distill.teachers import Request, Sample, Teacher, make_teacher, teacher_status
 from distill.teachers.profile import TeacherProfile, load_profile
+from distill.verify import VerifyConfig
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +62,23 @@ class GenerateConfig:
     output: Path = option(help="Corpus folder to write; an existing one is resumed.")
     data: DatasetSpec = field(default_factory=lambda: DatasetSpec(dataset="arith-demo"))
     teacher: str = option("tiny", help="Teacher profile: a shipped name or a YAML file.")
-    samples: int = option(1, help="Responses per problem (rejection sampling), drawn with n=N.")
+    samples: int = option(
+        1,
+        help="Responses per problem (rejection sampling), drawn with n=N; with --until-correct "
+        "the most drawn for one problem.",
+    )
+    until_correct: int | None = option(
+        None,
+        help="Sample in rounds until K samples of a problem pass the filter's per-row checks "
+        "(correctness + readability), at most --samples; every sample drawn is kept with its "
+        "verdict.",
+    )
+    distinct: bool = option(
+        True,
+        help="With --until-correct: a completion identical to an earlier passing one of the "
+        "same problem does not count toward K (`distill filter` drops exact duplicates); "
+        "--no-distinct when the filter will run with --no-dedup.",
+    )
     shard: str | None = option(
         None, help="Process shard I/N of the problems (0 <= I < N), e.g. one per Slurm task."
     )
@@ -73,6 +100,8 @@ class GenerateConfig:
             raise ValueError("samples must be >= 1")
         if self.chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
+        if self.until_correct is not None and not 1 <= self.until_correct <= self.samples:
+            raise ValueError("until_correct must be between 1 and samples (the ceiling)")
 
 
 def _identity(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -90,7 +119,9 @@ def _identity(manifest: dict[str, Any]) -> dict[str, Any]:
 def _check_existing(out: Path, manifest: dict[str, Any], overwrite: bool) -> None:
     previous = read_manifest(out)
     if previous is None:
-        if out.exists() and any(not p.name.startswith(".") for p in out.iterdir()):
+        if out.exists() and any(
+            not p.name.startswith(".") and p.name != "logs" for p in out.iterdir()
+        ):
             raise UserError(f"{out}: exists and is not a distill corpus (no manifest.json)")
         return
     changed = _diff(_identity(previous), _identity(manifest))
@@ -172,11 +203,31 @@ def generate(
         "samples": cfg.samples,
         "shard": cfg.shard,
     }
+    if cfg.until_correct:
+        manifest["until_correct"] = cfg.until_correct
+    out = Path(cfg.output)
+    with output_lock(out, "distill generate"):  # one writer per corpus: else rows go missing
+        return _generate(cfg, profile, teacher, problems, templates, manifest, started)
+
+
+def _generate(
+    cfg: GenerateConfig,
+    profile: TeacherProfile,
+    teacher: Teacher | None,
+    problems: list[Problem],
+    templates: dict[str, Any],
+    manifest: dict[str, Any],
+    started: float,
+) -> dict[str, Any]:
     out = Path(cfg.output)
     _check_existing(out, manifest, cfg.overwrite)
 
     if (dropped := compact(out)) > 0:
         log.info("%s: dropped %d rows superseded by a later retry (killed mid-run)", out, dropped)
+    if "created" in (previous := read_manifest(out) or {}):
+        manifest["created"] = previous["created"]
+    if cfg.until_correct:
+        return _generate_adaptive(cfg, profile, teacher, problems, templates, manifest, started)
     done = done_index(out, retry_errors=cfg.retry_errors)
     todo = []
     for p in problems:
@@ -191,8 +242,6 @@ def generate(
         finished,
         len(todo),
     )
-    if "created" in (previous := read_manifest(out) or {}):
-        manifest["created"] = previous["created"]
     if not todo:
         CorpusWriter(out, manifest)
         return _finish(out, cfg, profile, started, written=0, tokens=0)
@@ -215,12 +264,17 @@ def generate(
     buffer: list[dict[str, Any]] = []
     buffered_problems = written = tokens = 0
     reasons: Counter[str] = Counter()
+    write_failed = False
 
     def flush() -> None:
-        nonlocal buffer, buffered_problems, written
+        nonlocal buffer, buffered_problems, written, write_failed
         if buffer:
-            writer.write_shard(buffer)
-            writer.write_manifest()
+            try:
+                writer.write_shard(buffer)
+                writer.write_manifest()
+            except (EnvFailure, UserError):
+                write_failed = True  # a full disk: writing the same rows again fails again
+                raise
             written += len(buffer)
             buffer, buffered_problems = [], 0
 
@@ -253,10 +307,181 @@ def generate(
                     flush()
     finally:
         # Whatever finished is whole and worth keeping, even on Ctrl-C or a teacher error.
-        flush()
+        if not write_failed:
+            flush()
         if own_teacher:
             teacher.close()
     return _finish(out, cfg, profile, started, written=written, tokens=tokens)
+
+
+def _generate_adaptive(
+    cfg: GenerateConfig,
+    profile: TeacherProfile,
+    teacher: Teacher | None,
+    problems: list[Problem],
+    templates: dict[str, Any],
+    manifest: dict[str, Any],
+    started: float,
+) -> dict[str, Any]:
+    """--until-correct K: rounds per problem, each finished request verified as it arrives
+    (distill/adaptive.py), until K samples pass or --samples are drawn."""
+    from distill.adaptive import Scheduler, Verifier, accepts_idle, pass_rates
+
+    out = Path(cfg.output)
+    k, n = cfg.until_correct or 1, cfg.samples
+    verifier = Verifier(VerifyConfig(), RowChecksConfig())
+    try:
+        states = _restore_states(out, problems, cfg.retry_errors, verifier, cfg.distinct)
+        previous = (read_manifest(out) or {}).get("pass_rates") or {}
+        for pid, s in states.items():
+            s.rounds = (previous.get(pid) or {}).get("rounds", 0)
+        messages = {
+            p.problem_id: build_messages(
+                p.problem, templates[p.domain].user, templates[p.domain].system
+            )
+            for p in problems
+        }
+        prefill = {p.problem_id: templates[p.domain].prefill for p in problems}
+        own_teacher = teacher is None
+        sched = Scheduler(states, k, n, verifier, False, messages, prefill, cfg.distinct)
+        log.info(
+            "%d problems, until %d pass (at most %d samples each); %d problems to sample",
+            len(problems), k, n, len(sched.ready),
+        )  # fmt: skip
+        manifest["pass_rates"] = pass_rates(states)
+        manifest["adaptive"] = _adaptive_summary(sched, k, n)
+        writer = CorpusWriter(out, manifest)
+        if not sched.ready:
+            return _finish(out, cfg, profile, started, written=0, tokens=0)
+        teacher = teacher or make_teacher(profile)
+        sched.idle_ok = accepts_idle(teacher)
+        sampling_json = json.dumps(to_dict(profile.sampling), sort_keys=True)
+        by_key = {p.problem_id: p for p in problems}
+        written = tokens = requests_since_flush = 0
+        reasons: Counter[str] = Counter()
+        write_failed = False
+
+        def flush(rows: list[dict[str, Any]]) -> None:
+            nonlocal written, write_failed, requests_since_flush
+            writer.manifest["pass_rates"] = pass_rates(states)
+            writer.manifest["adaptive"] = _adaptive_summary(sched, k, n)
+            if rows:
+                try:
+                    writer.write_shard(rows)
+                    writer.write_manifest()
+                except (EnvFailure, UserError):
+                    write_failed = True
+                    raise
+                written += len(rows)
+            requests_since_flush = 0
+
+        bar = progress(
+            "{task.fields[samples]} samples", "{task.fields[rate]} tok/s",
+            disable=not cfg.progress,
+        )  # fmt: skip
+        try:
+            with bar:
+                task = bar.add_task("generate", total=len(problems), completed=sched.finished,
+                                    samples=0, rate="-")  # fmt: skip
+                t0 = time.time()
+                while not sched.done():
+                    for samples in teacher.generate(sched.stream()):
+                        problem = by_key[samples[0].key]
+                        msgs = json.dumps(messages[problem.problem_id], ensure_ascii=False)
+                        records = [
+                            _record(problem, msgs, s, teacher.model_name, sampling_json)
+                            for s in samples
+                        ]
+                        sched.returned(records)
+                        tokens += sum(s.completion_tokens for s in samples)
+                        reasons.update(s.finish_reason for s in samples)
+                        requests_since_flush += 1
+                        rate = tokens / max(time.time() - t0, 1e-9)
+                        bar.update(task, completed=sched.finished, samples=sum(reasons.values()),
+                                   rate=f"{rate:,.0f}", status=teacher_status(teacher))  # fmt: skip
+                        if requests_since_flush >= cfg.chunk_size:
+                            flush(sched.take_rows())
+                    if sched.inflight:
+                        raise EnvFailure(
+                            f"teacher {teacher.model_name}: the request stream ended with "
+                            f"{sched.inflight} requested samples not returned"
+                        )
+                bar.update(task, completed=sched.finished)
+        finally:
+            # rows still waiting for a verdict are written without one (a rerun verifies them)
+            if not write_failed:
+                rows = sched.take_rows() + [{**r, "verdict": None} for r in sched.pending.values()]
+                flush(rows)
+            if own_teacher:
+                teacher.close()
+        return _finish(out, cfg, profile, started, written=written, tokens=tokens,
+                       extra={"adaptive": writer.manifest["adaptive"]})  # fmt: skip
+    finally:
+        verifier.close()
+
+
+def _adaptive_summary(sched: Any, k: int, n: int) -> dict[str, Any]:
+    states = sched.states.values()
+    return {
+        "until_correct": k,
+        "samples_max": n,
+        "problems": len(sched.states),
+        "reached_k": sum(s.passed >= k for s in states),
+        "at_least_one": sum(s.passed >= 1 for s in states),
+        "samples_drawn": sum(s.samples for s in states),
+        "teacher_tokens": sum(s.tokens for s in states),
+        "rounds_max": max((s.rounds for s in states), default=0),
+        "rounds_mean": round(statistics.fmean([s.rounds for s in states]), 2) if states else 0,
+        **sched.summary(),
+    }
+
+
+def _restore_states(
+    out: Path, problems: list[Problem], retry_errors: bool, verifier: Any, distinct: bool
+) -> dict[str, Any]:
+    """Per-problem state from the rows on disk; rows without a verdict (a fixed-N run, or a
+    run stopped mid-verification) are verified now."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from distill.adaptive import ProblemState, restore, verdict_of
+
+    states = {p.problem_id: ProblemState(p) for p in problems}
+    unverified: list[dict[str, Any]] = []
+    lacking: list[Path] = []  # shards holding rows without a verdict: rewritten with theirs
+    for path in shard_paths(out):
+        names = pq.read_schema(path).names
+        rows = pq.read_table(path).to_pylist() if names else []
+        missing = [r for r in rows if not r.get(VERDICT)]
+        lacking += [path] if missing else []
+        for row in rows:
+            s = states.get(row["problem_id"])
+            if s is None or (retry_errors and row["finish_reason"] == "error"):
+                continue
+            if row.get(VERDICT):
+                restore(s, row, json.loads(row[VERDICT]), distinct)
+            else:
+                unverified.append(row)
+    verdicts: dict[str, str] = {}
+    if unverified:
+        log.info("verifying %d rows on disk that have no verdict", len(unverified))
+        verifier.submit(unverified)
+        waiting = {r["id"]: r for r in unverified}
+        while waiting:
+            key, checks = verifier.verdicts.get()
+            if verifier.error is not None:
+                raise verifier.error
+            row = waiting.pop(key)
+            verdict = verdict_of(checks)
+            restore(states[row["problem_id"]], row, verdict, distinct)
+            verdicts[key] = json.dumps(verdict, ensure_ascii=False, default=str)
+    for path in lacking:  # each shard switched whole: a kill here leaves it to the next rerun
+        table = with_verdict_column(pq.read_table(path))
+        column = [v or verdicts.get(i) for v, i in zip(table[VERDICT].to_pylist(),
+                                                       table["id"].to_pylist(), strict=True)]  # fmt: skip
+        index = table.schema.get_field_index(VERDICT)
+        write_table(path, table.set_column(index, VERDICT, pa.array(column, pa.string())))
+    return states
 
 
 def _finish(
@@ -266,6 +491,7 @@ def _finish(
     started: float,
     written: int,
     tokens: int,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Final manifest, stats.json and the resolved config, all recomputed from disk."""
     compact(out)  # error rows that were retried give way to their replacements
@@ -291,6 +517,7 @@ def _finish(
         "finish_reasons": writer.manifest["counts"]["finish_reasons"],
         "completion_tokens": summary(ctoks),
         "completion_chars": summary(chars),
+        **(extra or {}),
     }
     atomic_write_json(out / "stats.json", stats)
     resolved = {"generate": to_dict(cfg), "teacher": to_dict(profile)}

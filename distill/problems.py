@@ -16,20 +16,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from distill.code_formats import code_reference, starter_code
 from distill.config import ASSETS, option
 from distill.errors import UserError
+from distill.prompts import code_problem
 
 log = logging.getLogger(__name__)
 
 Domain = Literal["math", "code", "choice", "text"]
-PROBLEM_COLUMNS = ["problem", "question", "prompt", "input", "query", "instruction", "Question"]
+PROBLEM_COLUMNS = ["problem", "question", "question_content", "prompt", "input", "query",
+                   "instruction", "Question"]  # fmt: skip
 ANSWER_COLUMNS = [
     "answer", "final_answer", "expected_answer", "gold", "target", "reference", "label",
     "solution", "Correct Answer",
 ]  # fmt: skip
-ID_COLUMNS = ["id", "problem_id", "unique_id", "task_id", "uid", "idx", "qid", "ID"]
+ID_COLUMNS = ["id", "problem_id", "unique_id", "task_id", "question_id", "uid", "idx", "qid", "ID"]
 CHOICE_COLUMNS = ["choices", "options"]
-CODE_TEST_COLUMNS = ["test", "tests", "input_output", "test_cases"]
+CODE_TEST_COLUMNS = ["test", "tests", "input_output", "test_cases", "public_test_cases",
+                     "verification_info"]  # fmt: skip
 EXTENSIONS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 LETTERS = "ABCDEFGHIJ"
 
@@ -40,7 +44,7 @@ class DatasetSpec:
 
     dataset: str = option(help="Hub dataset id, a local jsonl/json/parquet/csv file or folder, "
                           "or a built-in name (math500, aime24, aime25, amc23, gsm8k, "
-                          "gpqa-diamond, humaneval, arith-demo).")  # fmt: skip
+                          "gpqa-diamond, humaneval, livecodebench, arith-demo).")  # fmt: skip
     split: str | None = option(None, help="Dataset split (default: the only one, else 'test').")
     subset: str | None = option(None, help="Dataset configuration name on the Hub.")
     problem_column: str | None = option(None, help="Column with the problem (auto-detected).")
@@ -48,6 +52,16 @@ class DatasetSpec:
     id_column: str | None = option(None, help="Column with a unique problem id (else a hash).")
     domain: Domain | None = option(None, help="math, code, choice or text (auto-detected).")
     limit: int | None = option(None, help="Use only the first N problems.")
+    release: str | None = option(
+        None,
+        help="LiveCodeBench release: release_v1..release_v6 (cumulative) or v1..v6 (one file).",
+    )
+    date_from: str | None = option(
+        None, help="Keep problems dated on or after this ISO date (a contest_date/date column)."
+    )
+    date_to: str | None = option(
+        None, help="Keep problems dated on or before this ISO date (a contest_date/date column)."
+    )
     choice_columns: list[str] = option(
         default_factory=list,
         help="Columns holding the correct option then the wrong ones (GPQA style); the options "
@@ -78,7 +92,39 @@ BUILTIN: dict[str, dict[str, Any]] = {
                                         "Incorrect Answer 2", "Incorrect Answer 3"]},
     "humaneval": {"dataset": "openai/openai_humaneval", "split": "test", "domain": "code",
                   "id_column": "task_id", "problem_column": "prompt"},
+    # R1's window (paper, table 4: "LiveCodeBench (2024-08 - 2025-01)")
+    "livecodebench": {"dataset": "livecodebench/code_generation_lite", "domain": "code",
+                      "release": "release_v6", "date_from": "2024-08-01", "date_to": "2025-01-31"},
 }  # fmt: skip
+LCB_REPO = "livecodebench/code_generation_lite"
+DATE_COLUMNS = ["contest_date", "date"]
+
+
+def lcb_files(release: str) -> list[str]:
+    """The JSONL files of a LiveCodeBench release on the Hub (its loading script's table):
+    release_vN is test.jsonl .. testN.jsonl, vN the one file added in that release."""
+    names = ["test.jsonl"] + [f"test{n}.jsonl" for n in range(2, 7)]
+    kind, _, number = release.rpartition("v")
+    if kind not in ("release_", "") or not number.isdigit() or not 1 <= int(number) <= 6:
+        raise UserError(f"--release {release}: expected release_v1..release_v6 or v1..v6")
+    n = int(number)
+    return names[:n] if kind else [names[n - 1]]
+
+
+def _fetch_lcb(spec: DatasetSpec) -> list[Path]:
+    """The release's files from the Hub cache (downloaded once): LiveCodeBench's Hub repo is a
+    loading script, which `datasets` no longer runs, beside plain JSONL files."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return [
+            Path(hf_hub_download(LCB_REPO, name, repo_type="dataset"))
+            for name in lcb_files(spec.release or "release_v6")
+        ]
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"{LCB_REPO}: cannot download ({_first_line(e)})") from None
 
 
 @dataclass
@@ -106,19 +152,38 @@ def stable_id(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _load_rows(spec: DatasetSpec) -> tuple[Any, str]:
-    """A `datasets.Dataset` for the spec and a fingerprint of its content."""
+def open_dataset(spec: DatasetSpec, default_split: str = "test") -> tuple[Any, str]:
+    """A `datasets.Dataset` for the spec and a fingerprint of its content.
+
+    A dataset with several splits (a Hub id, or a local folder in the Hub's layout,
+    `data/train-*.parquet` + `data/test-*.parquet`) gives `spec.split`, else `default_split`
+    ("test" for generate and eval, "train" for training), else its only split."""
     import datasets
 
-    datasets.logging.set_verbosity_error()
+    # datasets logs a bad file's error before raising; the UserError below says it once
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     datasets.disable_progress_bars()
     path = Path(spec.dataset).expanduser()
+    # a Hub id is `name` or `owner/name`: `a/b/c`, or `data/x` where data/ is a local folder,
+    # can only be a local path
     looks_local = (
         path.exists() or spec.dataset.startswith((".", "/", "~")) or path.suffix in EXTENSIONS
-    )
+        or len(path.parts) > 2 or (len(path.parts) == 2 and Path(path.parts[0]).is_dir())
+    )  # fmt: skip
+    if spec.dataset == LCB_REPO:
+        files = _fetch_lcb(spec)
+        ds = datasets.load_dataset("json", data_files=[str(f) for f in files], split="train")
+        return ds, ds._fingerprint
     if looks_local:
         if not path.exists():
             raise UserError(f"{spec.dataset}: no such file or folder")
+        if has_splits(path):
+            # split-named files: read them as the Hub would, never one mixed "train" split
+            try:
+                loaded = datasets.load_dataset(str(path), spec.subset)
+            except Exception as e:
+                raise UserError(f"{spec.dataset}: cannot read ({_first_line(e)})") from None
+            return _pick_split(loaded, spec, default_split)
         files = (
             [path]
             if path.is_file()
@@ -138,19 +203,53 @@ def _load_rows(spec: DatasetSpec) -> tuple[Any, str]:
                 builders.pop(), data_files=[str(p) for p in files], split="train"
             )
         except Exception as e:  # datasets raises many types for malformed files
-            raise UserError(f"{spec.dataset}: cannot read ({_first_line(e)})") from None
+            where = _bad_json_line(files) or _first_line(_root_cause(e))
+            raise UserError(f"{spec.dataset}: cannot read ({where})") from None
         return ds, ds._fingerprint
     try:
         loaded = datasets.load_dataset(spec.dataset, spec.subset, split=spec.split)
     except ValueError as e:
         raise UserError(f"{spec.dataset}: {_first_line(e)}") from None
     except Exception as e:
-        raise UserError(f"{spec.dataset}: cannot load from the Hub ({_first_line(e)})") from None
+        raise UserError(
+            f"{spec.dataset}: no such local file or folder, and not loadable from the Hub "
+            f"({_first_line(_root_cause(e))})"
+        ) from None
+    return _pick_split(loaded, spec, default_split)
+
+
+def has_splits(path: Path) -> bool:
+    """A local folder in the Hub's layout: files named by split (`data/test-00000-of-00001.parquet`)."""
+    from datasets.data_files import get_data_patterns
+
+    if not path.is_dir():
+        return False
+    try:
+        patterns = get_data_patterns(str(path))
+    except Exception:  # no data files at all: not a split layout, the caller says what is missing
+        return False
+    # files named by no split come back as one "train" split matching everything ("**"); a
+    # layout of one named split (only data/train-*.parquet) is still a split layout
+    return any(glob != "**" for globs in patterns.values() for glob in globs)
+
+
+def _pick_split(loaded: Any, spec: DatasetSpec, default_split: str) -> tuple[Any, str]:
+    import datasets
+
     if isinstance(loaded, datasets.DatasetDict):
         names = list(loaded)
-        split = names[0] if len(names) == 1 else "test" if "test" in names else None
-        if split is None:
-            raise UserError(f"{spec.dataset}: several splits ({', '.join(names)}); pick --split")
+        if spec.split:
+            if spec.split not in names:
+                raise UserError(f"{spec.dataset}: no split '{spec.split}' (has {', '.join(names)})")
+            split = spec.split
+        elif default_split in names:
+            split = default_split
+        elif len(names) == 1 and default_split != "train":
+            split = names[0]
+        else:
+            raise UserError(
+                f"{spec.dataset}: no '{default_split}' split (has {', '.join(names)}); pick one with --split"
+            )
         loaded = loaded[split]
     return loaded, loaded._fingerprint
 
@@ -158,6 +257,28 @@ def _load_rows(spec: DatasetSpec) -> tuple[Any, str]:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _root_cause(e: BaseException) -> BaseException:
+    """The error under datasets' wrappers (DatasetGenerationError says nothing of the row)."""
+    while e.__cause__ is not None or (e.__context__ is not None and not e.__suppress_context__):
+        e = e.__cause__ or e.__context__
+    return e
+
+
+def _bad_json_line(files: list[Path]) -> str | None:
+    """'FILE line N: why' for the first line of a JSONL file that is not JSON, if any."""
+    for f in files:
+        if f.suffix != ".jsonl":
+            continue
+        with open(f, encoding="utf-8", errors="replace") as lines:
+            for n, line in enumerate(lines, 1):
+                if line.strip():
+                    try:
+                        json.loads(line)
+                    except json.JSONDecodeError as e:
+                        return f"{f.name} line {n}: invalid JSON, {e.msg} at column {e.colno}"
+    return None
 
 
 def _pick(
@@ -209,26 +330,6 @@ def math_reference(value: Any, column: str) -> str | None:
     return text
 
 
-def code_reference(row: dict[str, Any]) -> dict[str, Any] | None:
-    """Tests in the shapes real datasets use (HumanEval, APPS/TACO, LeetCode-style)."""
-    if row.get("test") and row.get("entry_point"):
-        return {"test": row["test"], "entry_point": row["entry_point"]}
-    for key in ("input_output", "tests", "test_cases", "test"):
-        value = row.get(key)
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                return {"functional": value} if key == "test" else None
-        if isinstance(value, dict) and (
-            {"inputs", "outputs"} <= set(value) or "functional" in value or "test" in value
-        ):
-            return value
-    if "inputs" in row and "outputs" in row:
-        return {"inputs": row["inputs"], "outputs": row["outputs"]}
-    return None
-
-
 def choice_problem(problem: str, options: list[str], correct: int) -> tuple[str, str]:
     lines = [f"{LETTERS[i]}) {str(o).strip()}" for i, o in enumerate(options)]
     return problem.rstrip() + "\n\n" + "\n".join(lines), LETTERS[correct]
@@ -261,7 +362,7 @@ def _choice(
 def load_problems(spec: DatasetSpec) -> tuple[list[Problem], dict[str, Any]]:
     """Problems + a description of the source (for manifests). Bad input -> UserError."""
     spec = resolve_builtin(spec)
-    ds, fingerprint = _load_rows(spec)
+    ds, fingerprint = open_dataset(spec)
     source = spec.dataset
     columns = list(ds.column_names)
     problem_col = _pick(columns, spec.problem_column, PROBLEM_COLUMNS, "problem", source)
@@ -280,6 +381,8 @@ def load_problems(spec: DatasetSpec) -> tuple[list[Problem], dict[str, Any]]:
         raise UserError(
             f"{source}: the dataset is empty" + (f" (split '{spec.split}')" if spec.split else "")
         )
+    if spec.date_from or spec.date_to:
+        ds = _in_window(ds, spec, columns, source)
     if spec.limit:
         ds = ds.select(range(min(spec.limit, len(ds))))
     problems: list[Problem] = []
@@ -301,7 +404,9 @@ def load_problems(spec: DatasetSpec) -> tuple[list[Problem], dict[str, Any]]:
         if domain == "math":
             ref: Any = math_reference(row.get(answer_col), answer_col) if answer_col else None
         elif domain == "code":
-            ref = code_reference(row)
+            ref = code_reference(row, f"{source}: row {i}")
+            question = "Complete the Python function below." if row.get("entry_point") else text
+            text = code_problem(question, starter_code(row), (ref or {}).get("fn_name"))
         elif domain == "choice":
             text, ref = _choice(row, text, spec, answer_col, pid)
         else:
@@ -322,6 +427,23 @@ def load_problems(spec: DatasetSpec) -> tuple[list[Problem], dict[str, Any]]:
         "problems": len(problems),
     }
     return problems, info
+
+
+def _in_window(ds: Any, spec: DatasetSpec, columns: list[str], source: str) -> Any:
+    """Rows whose date (ISO text, compared by its first 10 characters) is in the window."""
+    column = next((c for c in DATE_COLUMNS if c in columns), None)
+    if column is None:
+        raise UserError(
+            f"{source}: --date-from/--date-to need a {' or '.join(DATE_COLUMNS)} column"
+        )
+    low, high = spec.date_from or "0000-00-00", spec.date_to or "9999-99-99"
+    for bound in (spec.date_from, spec.date_to):
+        if bound and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", bound):
+            raise UserError(f"date {bound!r}: expected YYYY-MM-DD")
+    kept = ds.filter(lambda d: low <= str(d)[:10] <= high, input_columns=column)
+    if len(kept) == 0:
+        raise UserError(f"{source}: no problem dated {low} to {high} (column '{column}')")
+    return kept
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

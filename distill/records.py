@@ -1,25 +1,32 @@
-"""The trace record and corpus I/O: parquet shards, manifest, resume index.
+"""The trace record and corpus I/O: parquet shards, manifest, resume index, filter outputs.
 
 A corpus is a folder of `shard-NNNNN.parquet` files plus `manifest.json`. Shards are
 immutable and written atomically (temp file + rename), so a killed run leaves only whole
 shards; the resume index is rebuilt from them, never from a separate ledger that could
 disagree. It loads with `datasets.load_dataset("parquet", data_files="DIR/*.parquet")`.
+
+A filter output (kept/, rejected/, the report) is switched whole through one pointer, and
+every reader goes through `corpus_files`, which refuses one a run did not finish.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
+import shutil
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distill import __version__
-from distill.errors import UserError
+from distill.errors import EnvFailure, UserError
+from distill.lock import output_lock
 
 if TYPE_CHECKING:  # pyarrow is imported where used: `distill --help` must stay instant
     import pyarrow as pa
@@ -48,23 +55,58 @@ COLUMNS = [
     ("error", "string"),
 ]
 FIELDS = [name for name, _ in COLUMNS]
+# JSON of the row's per-row checks ({"passed", "reasons", "checks"}) where `distill generate
+# --until-correct` verified it, else null. Every shard has the column, so a corpus topped up
+# with verdicts still loads as one table (datasets refuses shards whose columns differ).
+VERDICT = "verdict"
 
 
 @lru_cache(maxsize=1)
 def schema() -> pa.Schema:
     import pyarrow as pa
 
-    return pa.schema([(name, getattr(pa, tp)()) for name, tp in COLUMNS])
+    return pa.schema([(name, getattr(pa, tp)()) for name, tp in [*COLUMNS, (VERDICT, "string")]])
+
+
+def with_verdict_column(table: pa.Table) -> pa.Table:
+    """A shard as this version writes it: shards of older versions lack the verdict column."""
+    import pyarrow as pa
+
+    if VERDICT not in table.column_names:
+        table = table.append_column(VERDICT, pa.nulls(table.num_rows, pa.string()))
+    return table.cast(schema())
+
+
+def write_failure(path: Path, e: OSError) -> Exception:
+    """A failed write as the one line the user sees, naming the path: a full disk is the
+    environment's failure (exit 1), a place that cannot be written the user's (exit 2)."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return EnvFailure(
+            f"{path}: no space left on device; free some and rerun the same command "
+            "(work already written is kept)"
+        )
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR):
+        return UserError(f"{path}: cannot write ({e.strerror})")
+    return EnvFailure(f"{path}: cannot write ({e.strerror or e})")
+
+
+def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Write-then-rename so readers (and a rerun after SIGKILL) never see half a file. A failed
+    write leaves neither its temp file nor a changed `path`, and raises one line (above)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise write_failure(path, e) from None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write-then-rename so readers (and a rerun after SIGKILL) never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _write_atomically(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -74,11 +116,15 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 def write_table(path: Path, table: pa.Table) -> None:
     import pyarrow.parquet as pq
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        if table.num_rows:
+            pq.write_table(table, tmp, compression="zstd")
+        else:
+            # The schema and no row group at all, as `datasets` writes an empty split: a 0-row
+            # group makes its parquet reader fail ("BatchSize must be greater than 0").
+            pq.ParquetWriter(tmp, table.schema, compression="zstd").close()
+
+    _write_atomically(path, write)
 
 
 def shard_paths(folder: Path) -> list[Path]:
@@ -88,17 +134,32 @@ def shard_paths(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if SHARD_RE.match(p.name))
 
 
-def corpus_files(path: str | Path) -> list[Path]:
-    """Parquet files of a corpus: a folder of shards, a folder of such folders, or a file."""
+def corpus_files(path: str | Path, split: str = "kept") -> list[Path]:
+    """Parquet files of a corpus: a file, a folder of shards, a folder of such folders (the
+    parts of a sharded run), or a filter output: its `split` (kept/ unless asked otherwise)
+    or the split folder given, read only from an output a run finished (else a UserError)."""
+    if split not in FILTER_SPLITS:
+        raise ValueError(f"split must be one of {FILTER_SPLITS}, got {split!r}")
     p = Path(path)
+    if p.name in FILTER_SPLITS:  # OUT/kept, or OUT/.output-N/kept resolved from it
+        generation = p.parent.name.startswith(GENERATION)
+        owner = p.parent.parent if generation else p.parent
+        if is_filter_output(owner):
+            root = filter_output_root(owner)
+            if generation and root != p.parent.resolve():
+                raise UserError(f"{p}: not the current output of {owner}; read {owner / p.name}")
+            return shard_paths(root / p.name)
     if p.is_file():
         return [p]
     if not p.is_dir():
         raise UserError(f"{p}: no such corpus folder")
+    if is_filter_output(p):
+        return shard_paths(filter_output_root(p) / split)
     own = shard_paths(p) or sorted(p.glob("*.parquet"))
     if own:
         return own
-    nested = [f for sub in sorted(p.iterdir()) if sub.is_dir() for f in shard_paths(sub)]
+    parts = [sub for sub in sorted(p.iterdir()) if sub.is_dir() and not sub.name.startswith(".")]
+    nested = [f for sub in parts for f in shard_paths(sub)]
     if not nested:
         raise UserError(f"{p}: no parquet shards found")
     return nested
@@ -239,8 +300,6 @@ def iter_rows(table: pa.Table, batch_size: int = 1024) -> Iterator[dict[str, Any
 
 def merge_corpora(inputs: list[Path], output: Path, overwrite: bool = False) -> dict[str, Any]:
     """Join the folders of a sharded run (`--shard I/N`) into one corpus, exactly once."""
-    import pyarrow.parquet as pq
-
     manifests = []
     for folder in inputs:
         m = read_manifest(folder)
@@ -254,10 +313,17 @@ def merge_corpora(inputs: list[Path], output: Path, overwrite: bool = False) -> 
                 raise UserError(
                     f"{folder}: {key} differs from {first_folder}; only parts of one run merge"
                 )
-    if output.exists() and any(output.iterdir()):
-        if not overwrite:
-            raise UserError(f"{output}: already exists (use --overwrite to replace it)")
-        remove_corpus(output)
+    with output_lock(output, "distill merge"):
+        if any(not p.name.startswith(".") for p in output.iterdir()):
+            if not overwrite:
+                raise UserError(f"{output}: already exists (use --overwrite to replace it)")
+            remove_corpus(output)
+        return _merge_into(output, inputs, first)
+
+
+def _merge_into(output: Path, inputs: list[Path], first: dict[str, Any]) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
     seen: set[str] = set()
     manifest = {
         k: v for k, v in first.items() if k not in ("counts", "shard", "created", "updated")
@@ -267,7 +333,7 @@ def merge_corpora(inputs: list[Path], output: Path, overwrite: bool = False) -> 
     duplicates = 0
     for folder in inputs:
         for shard in shard_paths(folder):
-            table = pq.read_table(shard).cast(schema())
+            table = with_verdict_column(pq.read_table(shard))
             ids = table.column("id").to_pylist()
             keep = [i for i, row_id in enumerate(ids) if row_id not in seen]
             duplicates += len(ids) - len(keep)
@@ -290,3 +356,98 @@ def remove_corpus(folder: Path) -> None:
         (folder / name).unlink(missing_ok=True)
     for stale in folder.glob(".*.tmp-*"):
         stale.unlink(missing_ok=True)
+
+
+# --- filter outputs -----------------------------------------------------------------------
+# A filter output is switched whole. Each run writes a complete new generation beside the
+# current one (`.output-N/`: kept/, rejected/, report.json, ...) and then points `.output` at
+# it with one atomic rename. `kept`, `rejected` and the report files at the top are links
+# through `.output`, so any reader (distill's, or `datasets` globbing kept/*.parquet) sees the
+# old output or the new one, never a mix, however the run is stopped.
+
+FILTER_SPLITS = ("kept", "rejected")
+FILTER_FILES = ("report.json", "report.md", "stats.json", "config.yaml", "lengths.png")
+CURRENT = ".output"
+GENERATION = ".output-"
+
+
+def is_filter_output(folder: Path) -> bool:
+    """A folder `distill filter` wrote to, finished or not, in this layout or the older one
+    (real kept/ and rejected/ folders, switched one after the other)."""
+    names = (CURRENT, *FILTER_SPLITS)
+    return any(os.path.lexists(folder / n) for n in names) or any(folder.glob(GENERATION + "*"))
+
+
+def filter_output_root(folder: Path) -> Path:
+    """The folder holding the current, complete kept/, rejected/ and report of a filter
+    output. An output no run finished (stopped before its first switch, or an older-layout
+    output killed mid-swap) is a UserError: its splits must not be read as data."""
+    current = folder / CURRENT
+    if os.path.lexists(current):
+        if (current / "report.json").is_file():
+            return current.resolve()
+    elif _older_layout_complete(folder):
+        return folder
+    raise UserError(
+        f"{folder}: an incomplete filter output (a `distill filter` run stopped before it "
+        "finished); rerun that command to complete it"
+    )
+
+
+def _older_layout_complete(folder: Path) -> bool:
+    # Outputs of distill before the pointer: complete when both splits are real folders
+    # holding the rows the report counts (a kill mid-swap left one split missing or stale).
+    import pyarrow.parquet as pq
+
+    try:
+        counts = json.loads((folder / "report.json").read_text())["counts"]
+        return all(
+            (folder / s).is_dir()
+            and sum(pq.read_metadata(f).num_rows for f in shard_paths(folder / s)) == counts[s]
+            for s in FILTER_SPLITS
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _generations(folder: Path) -> list[Path]:
+    return [p for p in folder.glob(GENERATION + "*") if p.name[len(GENERATION) :].isdigit()]
+
+
+def new_filter_output(folder: Path) -> Path:
+    """An empty folder beside the current output for the next one to be written into. What a
+    run stopped before its switch left behind goes first. The caller holds the output lock."""
+    current = os.readlink(folder / CURRENT) if os.path.islink(folder / CURRENT) else None
+    for old in _generations(folder):
+        if old.name != current:
+            shutil.rmtree(old)
+    n = max((int(p.name[len(GENERATION) :]) for p in _generations(folder)), default=0) + 1
+    generation = folder / f"{GENERATION}{n}"
+    try:
+        generation.mkdir()
+    except OSError as e:
+        raise write_failure(generation, e) from None
+    return generation
+
+
+def switch_filter_output(folder: Path, generation: Path) -> None:
+    """Make a fully written `generation` the output, at once, then tidy up."""
+    pointer = folder / f"{CURRENT}.tmp"
+    try:
+        pointer.unlink(missing_ok=True)
+        os.symlink(generation.name, pointer)
+        os.replace(pointer, folder / CURRENT)  # the switch: the old output before, this one after
+        for name in (*FILTER_SPLITS, *FILTER_FILES):
+            top = folder / name
+            if top.is_symlink():
+                continue
+            if top.is_dir():  # an older-layout output, upgraded (readers already use the pointer)
+                shutil.rmtree(top)
+            else:
+                top.unlink(missing_ok=True)
+            os.symlink(f"{CURRENT}/{name}", top)
+    except OSError as e:
+        raise write_failure(folder / CURRENT, e) from None
+    for old in _generations(folder):
+        if old.name != generation.name:
+            shutil.rmtree(old)

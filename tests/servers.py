@@ -1,11 +1,13 @@
 """Small HTTP servers on loopback for the OpenAI-compatible backend's tests: a server that
-answers in the DeepSeek API's `reasoning_content` shape, and a fault-injecting proxy."""
+answers in the DeepSeek API's `reasoning_content` shape, a fault-injecting proxy, a server that
+accepts connections and never answers, and a port where nothing listens."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
+import socket
 import threading
 from collections import Counter
 from typing import Any
@@ -46,22 +48,35 @@ class Background:
         self.thread.join(5)
 
 
-def deepseek_server(key: str, fail_every: int = 0) -> tuple[Background, Counter]:
+def deepseek_server(
+    key: str, fail_every: int = 0, delay: float = 0.0, fail_all: bool = False,
+    context: int | None = None,
+) -> tuple[Background, Counter]:  # fmt: skip
     """Answers like `deepseek-reasoner`: reasoning in `reasoning_content`, one choice, usage.
-    Checks the bearer key; every `fail_every`-th request gets a 500 whose body echoes the
-    request headers (a hostile server: the key must still not reach any output)."""
+    Checks the bearer key; every `fail_every`-th request (every one with `fail_all`) gets a
+    500 whose body echoes the request headers (a hostile server: the key must still not reach
+    any output). `delay`: seconds each answer takes. `context`: refuse prompt + max_tokens over
+    it with a 400, as vLLM did before it clamped by itself (20 prompt tokens)."""
     seen: Counter[str] = Counter()
 
     async def chat(request: web.Request) -> web.Response:
         seen["requests"] += 1
         number = seen["requests"]  # before any await: concurrent handlers interleave there
+        if delay:
+            await asyncio.sleep(delay)
         if request.headers.get("Authorization") != f"Bearer {key}":
             return web.json_response({"error": {"message": "bad key"}}, status=401)
         body = await request.json()
-        if fail_every and number % fail_every == 0:
+        if fail_all or (fail_every and number % fail_every == 0):
             return web.json_response(
                 {"error": {"message": f"boom {dict(request.headers)}"}}, status=500
             )
+        if context and body.get("max_tokens", 0) + 20 > context:  # vLLM < 0.10's refusal
+            seen["overflow"] += 1
+            message = (f"This model's maximum context length is {context} tokens. However, you "
+                       f"requested {body['max_tokens'] + 20} tokens (20 in the messages, "
+                       f"{body['max_tokens']} in the completion). Please reduce the length.")  # fmt: skip
+            return web.json_response({"error": {"message": message}}, status=400)
         question = body["messages"][-1]["content"]
         a, b = (int(x) for x in question.split("What is ")[1].split("?")[0].split(" + "))
         message = {
@@ -125,3 +140,36 @@ def fault_proxy(upstream: str, stall_seconds: float) -> tuple[Background, Counte
     app = web.Application()
     app.router.add_post("/v1/chat/completions", handle)
     return Background(app), faults
+
+
+class SilentServer:
+    """Accepts TCP connections on 127.0.0.1 and never answers: a hung endpoint."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)  # kept open, never read from nor written to
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        for conn in self.held:
+            conn.close()
+        self.sock.close()
+
+
+def closed_port() -> int:
+    """A loopback port where nothing listens (connections are refused)."""
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        return s.getsockname()[1]

@@ -36,8 +36,8 @@ def test_from_dict_types_and_nesting():
             "unknown field 'inner.sise' (did you mean 'inner.size'?)",
         ),
         ({"name": "x", "mode": "c"}, "field 'mode' must be one of 'a', 'b', got 'c'"),
-        ({"name": "x", "inner": {"size": "3"}}, "field 'inner.size' must be int"),
-        ({"name": "x", "ratio": True}, "field 'ratio' must be float"),
+        ({"name": "x", "inner": {"size": "3"}}, "field 'inner.size' must be an integer, got '3'"),
+        ({"name": "x", "ratio": True}, "field 'ratio' must be a number, got True"),
         ({}, "missing required field 'name'"),
     ],
 )

@@ -401,8 +401,8 @@ def test_judge_decides_rows_rules_cannot(tmp_path):
         },
     ]
     undecided = {"ok": None, "reason": "unverifiable_reference"}
-    assert all(needs_judge(r, undecided) for r in rows)
-    assert not needs_judge(rows[0], {"ok": True, "reason": None})
+    assert all(needs_judge(r, undecided, VerifyConfig()) for r in rows)
+    assert not needs_judge(rows[0], {"ok": True, "reason": None}, VerifyConfig())
     judge = Judge()
     verdicts = run_judge(VerifyConfig(judge="tiny"), rows, teacher=judge)
     assert verdicts["a"]["ok"] is True and verdicts["b"]["reason"] == "judge_incorrect"
@@ -410,6 +410,45 @@ def test_judge_decides_rows_rules_cannot(tmp_path):
     assert judge.requests[0].prefill == "" and judge.requests[0].messages[0]["role"] == "user"
     assert parse_verdict("<think>VERDICT: INCORRECT?</think>\n\nVERDICT: CORRECT") is True
     assert parse_verdict("I am not sure.") is None
+
+
+def test_judge_second_pass_on_wrong_maths_that_differs_only_in_form():
+    """OpenR1-Math's pass: math-verify's `wrong_answer` on an answer holding the gold's numbers
+    in another form goes to the judge when asked; other wrong answers never cost a call."""
+    from distill.teachers import Sample
+    from distill.verify.judge import differs_only_in_form, needs_judge, run_judge
+
+    assert differs_only_in_form("18", "18 \\text{ cm}") and differs_only_in_form(
+        "3, 5", "\\{5, 3\\}"
+    )
+    assert not differs_only_in_form("18", "19") and not differs_only_in_form("2, 2", "2")
+    row = {
+        "id": "u",
+        "problem": "Length?",
+        "reference": '"18"',
+        "answer": "\\boxed{18 cm}",
+        "domain": "math",
+    }
+    wrong = {"ok": False, "reason": "wrong_answer", "extracted": "18 cm"}
+    assert not needs_judge(row, wrong, VerifyConfig())  # off by default
+    assert needs_judge(row, wrong, VerifyConfig(judge_wrong=True))
+    assert not needs_judge(row, {**wrong, "extracted": "17"}, VerifyConfig(judge_wrong=True))
+
+    class Judge:
+        model_name = "judge"
+
+        def generate(self, requests):
+            for req in requests:
+                yield [Sample(req.key, 0, "VERDICT: CORRECT", "stop")]
+
+        def close(self):
+            pass
+
+    out = run_judge(
+        VerifyConfig(judge="tiny", judge_wrong=True), [row], {"u": wrong}, teacher=Judge()
+    )
+    assert out["u"]["ok"] is True and out["u"]["overturned"] is True
+    assert out["u"]["rule"]["reason"] == "wrong_answer"
 
 
 def test_bad_row_is_named_by_its_position_in_the_file(tmp_path):

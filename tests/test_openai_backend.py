@@ -265,3 +265,26 @@ def test_one_usage_is_shared_over_n_choices_without_zeros():
         assert sum(shares) == total and min(shares) >= 1, (total, sizes, shares)
     assert share_tokens(40, [10]) == [40]
     assert share_tokens(0, [3, 4]) == [0, 0]  # a server that reports no usage
+
+
+def test_max_tokens_over_the_servers_context_is_lowered_not_failed(
+    sums, tmp_path, monkeypatch, caplog
+):
+    """A server that refuses prompt + max_tokens over its context (vLLM before 0.10, SGLang):
+    every request would fail; the backend asks again for what fits and warns once."""
+    server, seen = deepseek_server(KEY, context=4096)
+    monkeypatch.setenv("DEEPSEEK_API_KEY", KEY)
+    try:
+        profile = load_profile(
+            "deepseek-r1-api", {"server.base_url": server.url, "sampling.max_tokens": 32768}
+        )
+        cfg = GenerateConfig(
+            output=tmp_path / "c", data=DatasetSpec(dataset=str(sums)), progress=False
+        )
+        generate(cfg, profile)
+    finally:
+        server.close()
+    rows = read_corpus(tmp_path / "c").to_pylist()
+    assert len(rows) == 10 and all(r["finish_reason"] == "stop" for r in rows)
+    assert seen["overflow"] == 10 and seen["requests"] == 20
+    assert sum("max_tokens lowered to 4076" in m for m in caplog.messages) == 1

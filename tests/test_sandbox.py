@@ -182,3 +182,18 @@ def _check(payload):
     from distill.verify.code_tests import check_code
 
     return check_code(*payload).as_dict()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sandbox uids exist only where we can drop to them")
+def test_sandbox_orphans_adopted_from_a_finished_worker_are_reaped():
+    """A verification worker that exits leaves its sandboxes' zombies to us (a subreaper); the
+    next run reaps them instead of letting them pile up for the life of the process."""
+    run_python("print(1)", limits=FAST)  # become the subreaper, as every verifying process does
+    pid = os.fork()
+    if pid == 0:  # stands for an orphaned sandbox process that exited
+        os.setuid(150_000)
+        os._exit(0)
+    time.sleep(0.2)
+    assert psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    run_python("print(2)", limits=FAST)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() != psutil.STATUS_ZOMBIE

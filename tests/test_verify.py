@@ -4,6 +4,7 @@ import json
 import time
 
 import pytest
+from conftest import SHARED_BENCHMARKS
 
 from distill.verify import VerifyConfig, check_correctness
 from distill.verify.choice import check_choice, extract_choice
@@ -174,3 +175,19 @@ def test_verify_rows_is_the_one_service_filter_and_eval_call(tmp_path):
     shards = sorted((tmp_path / "cache").glob("verdicts-*.parquet"))
     again = verify_rows(rows, cfg, also=rules, cache_dir=tmp_path / "cache", show_progress=False)
     assert again == first and sorted((tmp_path / "cache").glob("verdicts-*.parquet")) == shards
+
+
+@pytest.mark.skipif(not SHARED_BENCHMARKS.is_dir(), reason="../shared/benchmarks not present")
+@pytest.mark.parametrize("name", ["math500", "aime2024", "aime2025", "amc23", "gsm8k_test"])
+def test_every_real_gold_boxed_as_an_answer_verifies_against_itself(name):
+    """A gold math-verify cannot parse rejects every sample of its problem (MATH-500's `\\$36`)."""
+    from distill.problems import DatasetSpec, load_problems
+
+    problems, _ = load_problems(DatasetSpec(dataset=str(SHARED_BENCHMARKS / f"{name}.jsonl")))
+    wrong = []
+    for p in problems:
+        gold = json.loads(p.reference)
+        verdict = check_math(p.reference, f"The answer is $\\boxed{{{gold}}}$.")
+        if verdict.ok is not True:
+            wrong.append((p.problem_id, gold, verdict.reason))
+    assert not wrong, f"{len(wrong)} of {len(problems)}: {wrong[:10]}"

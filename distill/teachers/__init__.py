@@ -48,7 +48,10 @@ class Teacher(Protocol):
     model_name: str
 
     def generate(self, requests: Iterable[Request]) -> Iterator[list[Sample]]:
-        """Yield the samples of each request once all of them are finished."""
+        """Yield the samples of each request once all of them are finished. A backend with
+        `idle_requests = True` also takes None from `requests`: nothing to ask right now (the
+        adaptive sampler of `--until-correct` is waiting for verdicts), keep going and ask
+        again; others get a new stream when the sampler has more."""
         ...
 
     def close(self) -> None: ...

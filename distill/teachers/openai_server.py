@@ -14,6 +14,7 @@ import asyncio
 import logging
 import queue
 import random
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -27,15 +28,18 @@ RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 
 
 class OpenAITeacher:
+    idle_requests = True  # a None in the request stream means "nothing to ask now"
+
     def __init__(self, profile: TeacherProfile):
         self.profile = profile
         self.server = profile.server
         self.model_name = profile.model
         self._key = self.server.api_key()  # fails before any work when the variable is unset
-        self.in_flight = self.requests_done = self.failed = self.retries = 0
+        self.in_flight = self.requests_done = self.failed = self.retries = self.clamped = 0
 
     def status(self) -> str:
-        return f"{self.in_flight} in flight, {self.requests_done} done, {self.failed} failed, {self.retries} retries"
+        clamped = f", {self.clamped} max_tokens lowered" if self.clamped else ""
+        return f"{self.in_flight} in flight, {self.requests_done} done, {self.failed} failed, {self.retries} retries{clamped}"
 
     def close(self) -> None:
         pass
@@ -98,6 +102,9 @@ class OpenAITeacher:
             for req in requests:
                 if stop.is_set():
                     break
+                if req is None:  # nothing to ask now: let the requests in flight progress
+                    await asyncio.sleep(0.005)
+                    continue
                 await queued.acquire()
                 task = asyncio.create_task(one(req))
                 tasks.add(task)
@@ -140,7 +147,9 @@ class OpenAITeacher:
 
         kwargs = self._kwargs(req, len(indices))
         prefilled = req.prefill if self.server.continue_final_message else ""
-        for attempt in range(self.server.retries + 1):
+        attempt = -1
+        while attempt < self.server.retries:
+            attempt += 1
             retry_after = None
             try:
                 async with calls:
@@ -153,6 +162,16 @@ class OpenAITeacher:
                 return self._samples(req, indices, response, prefilled)
             except openai.APIStatusError as e:
                 error = f"HTTP {e.status_code}: {self._redact(str(e))[:500]}"
+                room = context_room(str(e)) if e.status_code == 400 else None
+                if room is not None and 0 < room < kwargs["max_tokens"]:
+                    # the prompt plus max_tokens overflow the server's context: ask for what fits
+                    if not self.clamped:
+                        log.warning("%s; max_tokens lowered to %d for such prompts",
+                                    error.split(". Please")[0][:200], room)  # fmt: skip
+                    self.clamped += 1
+                    kwargs["max_tokens"] = room
+                    attempt -= 1  # not a failure of the server: ask again at once
+                    continue
                 if e.status_code not in RETRYABLE_STATUS:
                     break
                 retry_after = _retry_after(e)
@@ -228,6 +247,22 @@ def share_tokens(total: int, sizes: list[int]) -> list[int]:
     for j in by_remainder[: total - sum(shares)]:
         shares[j] += 1
     return shares
+
+
+CONTEXT = re.compile(r"maximum context length is (\d+)")
+PROMPT = re.compile(
+    r"(\d+) in the messages|request has (\d+) input tokens|(\d+) tokens from the input"
+)
+
+
+def context_room(message: str) -> int | None:
+    """Tokens left for the completion, read from a server's context-overflow error (vLLM before
+    it clamped by itself, SGLang, OpenAI-style servers); None if the message says neither."""
+    total, prompt = CONTEXT.search(message), PROMPT.search(message)
+    if not (total and prompt):
+        return None
+    used = next(int(g) for g in prompt.groups() if g)
+    return int(total.group(1)) - used
 
 
 def _retry_after(e: Any) -> float | None:

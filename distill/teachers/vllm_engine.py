@@ -18,8 +18,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from distill.config import from_dict, to_dict
+from distill.config import check_model_ref, from_dict, to_dict
 from distill.errors import UserError
+from distill.log import stderr_to_log
 from distill.prompts import render_prompt
 from distill.reaper import reap_children_on_exit
 from distill.teachers import Request, Sample
@@ -27,6 +28,7 @@ from distill.teachers.profile import SamplingConfig, TeacherProfile
 
 log = logging.getLogger(__name__)
 
+_END = object()
 QUEUE_SEQS = 4096  # sequences kept queued in the engine: enough to keep any batch full
 ENQUEUE_BATCH = 256  # requests rendered and handed to vLLM per call
 
@@ -104,8 +106,15 @@ class Engine:
 
     def __init__(self, profile: TeacherProfile):
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        with stderr_to_log():  # vLLM's import and engine start-up notices: the log file
+            self._start(profile)
+
+    def _start(self, profile: TeacherProfile) -> None:
+        import vllm
         from vllm import LLM
 
+        if not hasattr(LLM, "enqueue"):  # the streaming loop below needs it (vLLM PR #33195)
+            raise UserError(f"vLLM {vllm.__version__} has no LLM.enqueue: install vllm>=0.17")
         reap_children_on_exit()
 
         self.profile = profile
@@ -237,7 +246,10 @@ def _dp_worker(
 class VLLMTeacher:
     """The `vllm` backend: one engine, or `data_parallel_size` replicas in subprocesses."""
 
+    idle_requests = True  # a None in the request stream means "nothing to ask now"
+
     def __init__(self, profile: TeacherProfile):
+        check_model_ref(profile.model)  # before an engine (or a replica) starts on it
         self.profile = profile
         self.model_name = profile.model
         self.replicas = profile.engine.data_parallel_size
@@ -289,8 +301,12 @@ class VLLMTeacher:
         exhausted = False
         while done < self.replicas:
             while not exhausted and outstanding < QUEUE_SEQS * self.replicas:
-                req = next(it, None)
-                if req is None:
+                req = next(it, _END)
+                if req is None:  # nothing to ask now: results of what is out come first
+                    if outstanding:
+                        break
+                    continue
+                if req is _END:
                     exhausted = True
                     for _ in range(self.replicas):
                         self.tasks.put(None)

@@ -31,6 +31,11 @@ class VerifyConfig:
         None, help="Teacher profile of a generative judge for rows rules cannot decide."
     )
     judge_max_tokens: int = option(2048, help="Most tokens of a judge reply.")
+    judge_wrong: bool = option(
+        False,
+        help="Also send the judge maths rows math-verify calls wrong whose answer holds the "
+        "gold's numbers in another form (OpenR1-Math's second pass); counted apart.",
+    )
     keep_unverified: bool = option(
         False, help="Keep rows whose correctness cannot be decided (default: reject them)."
     )

@@ -29,7 +29,10 @@ def row_digest(row: dict[str, Any]) -> str:
 
 
 class VerdictCache:
-    def __init__(self, folder: Path, settings_digest: str):
+    """`reuse`: other cache folders (Slurm shards of the same run) read but never written;
+    one made under other settings is ignored."""
+
+    def __init__(self, folder: Path, settings_digest: str, reuse: list[Path] | None = None):
         import pyarrow.parquet as pq
 
         self.folder = folder
@@ -42,7 +45,14 @@ class VerdictCache:
         atomic_write_json(stamp, {"digest": settings_digest})
         self.done: dict[str, tuple[str, str]] = {}
         shards = sorted(folder.glob("verdicts-*.parquet"))
-        for p in shards:
+        others = []
+        for other in reuse or []:
+            st = other / "config.json"
+            if st.is_file() and json.loads(st.read_text()).get("digest") == settings_digest:
+                others += sorted(other.glob("verdicts-*.parquet"))
+            else:
+                log.warning("%s: verdicts made under other settings, not reused", other)
+        for p in [*others, *shards]:
             t = pq.read_table(p)
             for k, d, c in zip(
                 *(t.column(n).to_pylist() for n in ("id", "digest", "checks")), strict=True

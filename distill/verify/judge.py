@@ -2,7 +2,10 @@
 
 Rows with correctness undecided (`unverifiable_reference`: a reference math-verify cannot
 parse, or a `text` problem with a reference answer) go to any teacher backend with a strict
-output format; the verdict and the judge's raw reply are stored in `checks`.
+output format; the verdict and the judge's raw reply are stored in `checks`. With
+`judge_wrong`, maths rows math-verify calls wrong whose answer holds the gold's numbers in
+another form get the same second look (OpenR1-Math re-checked math-verify's rejections with
+Llama-3.3-70B); a verdict the judge overturns is marked `overturned` and counted apart.
 """
 
 from __future__ import annotations
@@ -38,12 +41,33 @@ VERDICT: INCORRECT"""
 VERDICT = re.compile(r"VERDICT:\s*\**\s*(CORRECT|INCORRECT)\b", re.I)
 
 
-def needs_judge(row: dict[str, Any], correctness: dict[str, Any]) -> bool:
+NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def differs_only_in_form(gold: str, extracted: str | None) -> bool:
+    """A wrong maths verdict math-verify may have got wrong: the extracted answer holds every
+    number of the gold (units, words, `x =`, a list written another way), so only its form
+    differs. An answer with other numbers is wrong for sure and never costs a judge call."""
+    numbers = NUMBER.findall(gold)
+    if not numbers or not extracted:
+        return False
+    found = NUMBER.findall(extracted)
+    return all(found.count(n) >= numbers.count(n) for n in set(numbers))
+
+
+def needs_judge(row: dict[str, Any], correctness: dict[str, Any], cfg: VerifyConfig) -> bool:
+    """Undecided rows with a reference, and (with judge_wrong) maths rows called wrong whose
+    answer differs from the gold only in form."""
+    reference = load_reference(row.get("reference"))
+    if reference in (None, "") or not (row.get("answer") or "").strip():
+        return False
+    if correctness.get("ok") is None:
+        return correctness.get("reason") == "unverifiable_reference"
     return (
-        correctness.get("ok") is None
-        and correctness.get("reason") == "unverifiable_reference"
-        and load_reference(row.get("reference")) not in (None, "")
-        and bool((row.get("answer") or "").strip())
+        cfg.judge_wrong
+        and row.get("domain") == "math"
+        and correctness.get("reason") == "wrong_answer"
+        and differs_only_in_form(str(reference), correctness.get("extracted"))
     )
 
 
@@ -62,9 +86,13 @@ def judge_prompt(row: dict[str, Any]) -> str:
 
 
 def run_judge(
-    cfg: VerifyConfig, rows: list[dict[str, Any]], teacher: Any = None
+    cfg: VerifyConfig,
+    rows: list[dict[str, Any]],
+    rules: dict[str, dict[str, Any]] | None = None,
+    teacher: Any = None,
 ) -> dict[str, dict[str, Any]]:
-    """row id -> the new correctness verdict (the rule's verdict kept under `rule`)."""
+    """row id -> the new correctness verdict (the rule's verdict kept under `rule`; a rule's
+    `wrong_answer` the judge overturns is marked `overturned`, counted apart in reports)."""
 
     profile = load_profile(
         cfg.judge or "", {"sampling.temperature": 0.0, "sampling.max_tokens": cfg.judge_max_tokens}
@@ -85,11 +113,13 @@ def run_judge(
             reason = (
                 None if verdict else "judge_incorrect" if verdict is False else "judge_unparseable"
             )
+            rule = (rules or {}).get(s.key) or {"reason": "unverifiable_reference"}
             out[s.key] = {
                 "ok": verdict,
                 "reason": reason,
                 "judge": {"model": teacher.model_name, "reply": reply[-2000:], "error": s.error},
-                "rule": {"reason": "unverifiable_reference", "row": by_id[s.key]["id"]},
+                "rule": {**rule, "row": by_id[s.key]["id"]},
+                "overturned": rule.get("ok") is False and verdict is True,
             }
     finally:
         if own:

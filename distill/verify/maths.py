@@ -35,15 +35,30 @@ def parse_gold(reference: str, timeout: int | None = 5) -> list[Any]:
     from math_verify import parse
 
     text = reference.strip()
-    if "$" not in text and "\\boxed" not in text and "\\(" not in text:
+    # `\$36` is a dollar sign, not a math delimiter (3 of MATH-500's golds): wrap those too
+    bare = text.replace("\\$", "")
+    if "$" not in bare and "\\boxed" not in text and "\\(" not in text:
         text = f"${text}$"
     return parse(
         text, extraction_config=_configs()[0], fallback_mode="no_fallback", parsing_timeout=timeout
     )
 
 
-def check_math(reference: str | None, answer: str, timeout: int | None = 5) -> Verdict:
+@lru_cache(maxsize=4096)
+def _parsed_gold(text: str, timeout: int | None) -> tuple[Any, ...]:
+    # n samples of a problem share one gold: a worker parses it once, not once per row.
+    # A tuple, so no caller can alter the cached parse; math-verify never mutates its inputs.
+    return tuple(parse_gold(text, timeout))
+
+
+def check_math(
+    reference: str | None, answer: str, timeout: int | None = 5, gold_cache: bool = True
+) -> Verdict:
     """Correctness of a maths answer; `reference` is the record's JSON gold answer.
+
+    `gold_cache`: reuse the parsed gold of a reference this process has seen (rows arrive
+    grouped by problem, so a worker parses each problem's gold once); False parses per row
+    (the slow path the benchmark compares verdicts against).
 
     `timeout` is math-verify's own SIGALRM limit; `distill filter` passes None and kills the
     worker instead, so a timeout is reported as `verify_timeout`, never as a wrong answer.
@@ -53,7 +68,7 @@ def check_math(reference: str | None, answer: str, timeout: int | None = 5) -> V
     gold_text = json.loads(reference) if reference else None
     if gold_text is None or not str(gold_text).strip():
         return undecided("unverifiable_reference", gold=None)
-    gold = parse_gold(str(gold_text), timeout)
+    gold = list(_parsed_gold(str(gold_text), timeout) if gold_cache else parse_gold(str(gold_text), timeout))
     if not gold:
         return undecided("unverifiable_reference", gold=str(gold_text))
     if not answer.strip():

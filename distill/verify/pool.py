@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -29,15 +30,23 @@ class Outcome:
 
 
 def _worker(fn: Callable[[Any], Any], conn: Connection) -> None:
-    while True:
-        item = conn.recv()
-        if item is None:
-            return
-        key, payload = item
-        try:
-            conn.send((key, fn(payload), None))
-        except Exception as e:  # a check that raises is a bug, reported per item
-            conn.send((key, None, f"crash: {type(e).__name__}: {e}"))
+    # Ctrl-C reaches every process of the terminal's group, but stopping is the parent's call
+    # (it ends its workers on the way out): a worker never prints a KeyboardInterrupt
+    # traceback, and a parent that is gone (interrupted, killed) just ends it, quietly.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        while True:
+            item = conn.recv()
+            if item is None:
+                return
+            key, payload = item
+            try:
+                value, failure = fn(payload), None
+            except Exception as e:  # a check that raises is a bug, reported per item
+                value, failure = None, f"crash: {type(e).__name__}: {e}"
+            conn.send((key, value, failure))
+    except (EOFError, OSError):  # the pipe closed under us: ConnectionReset, BrokenPipe
+        return
 
 
 class _Slot:

@@ -197,6 +197,25 @@ def _kill_uid(uid: int) -> None:
     for pid in seen:
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(pid, os.WNOHANG)
+    _reap_adopted()
+
+
+def _reap_adopted() -> None:
+    """Reap exited sandbox processes that re-parented to us: as a subreaper this process also
+    inherits the orphans of worker processes that ran sandboxes and have since exited, and
+    nobody else will ever wait for them (zombies would pile up for the process's life)."""
+    me = str(os.getpid())
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or (_owner(pid) or 0) < 100_000:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+        except OSError:
+            continue
+        if state == "Z" and ppid == me:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(int(pid), os.WNOHANG)
 
 
 def _owner(pid: str) -> int | None:

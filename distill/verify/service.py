@@ -25,11 +25,13 @@ from distill.verify import VerifyConfig, check_correctness
 from distill.verify.cache import VerdictCache, row_digest
 from distill.verify.code_tests import count_tests
 from distill.verify.judge import needs_judge, run_judge
-from distill.verify.pool import run_pool
+from distill.verify.pool import Outcome, run_pool
 
 log = logging.getLogger(__name__)
 
 Checks = dict[str, dict[str, Any]]  # check name -> verdict as a dict ("correctness", ...)
+# (fn, items, workers, preload=...) -> outcomes, as they finish: `run_pool` or the Ray one
+Executor = Callable[..., Iterator[Outcome]]
 # imported once in the fork server, so every worker (and every replacement after a timeout
 # kill) starts warm instead of importing sympy on its first row
 PRELOAD = ["distill.verify.maths", "distill.verify.choice", "distill.verify.code_tests",
@@ -52,8 +54,10 @@ def _check(payload: tuple[dict[str, Any], VerifyConfig, Callable[[dict], Checks]
 
 
 def settings_digest(cfg: VerifyConfig, also: Any = None) -> str:
-    """What every cached verdict depends on besides the row itself."""
-    settings = [to_dict(cfg), to_dict(also) if also is not None else None]
+    """What every cached verdict depends on besides the row itself (not where it ran: the
+    number of workers, a Ray cluster or a Slurm shard give the same verdicts)."""
+    verify = {k: v for k, v in to_dict(cfg).items() if k != "workers"}
+    settings = [verify, to_dict(also) if also is not None else None]
     return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -66,12 +70,18 @@ def verify_rows(
     total: int | None = None,
     show_progress: bool = True,
     label: str = "verify",
+    executor: Executor | None = None,
+    reuse: list[Path] | None = None,
 ) -> dict[str, Checks]:
     """Row id -> its checks: `correctness` (+ whatever `also` returns). Rows need `id`,
     `domain`, `reference` and `answer` (and what `also` reads). `also` must be picklable: it
-    runs in the workers (a dataclass instance with `__call__`, e.g. the filter's rules)."""
+    runs in the workers (a dataclass instance with `__call__`, e.g. the filter's rules).
+    `executor`: where the checks run (default `run_pool` on this machine's cores; the Ray
+    executor of `verify/ray_pool.py` has the same signature). `reuse`: more verdict caches to
+    read (the Slurm shards' folders), never written."""
 
-    cache = VerdictCache(cache_dir, settings_digest(cfg, also)) if cache_dir else None
+    digest_all = settings_digest(cfg, also)
+    cache = VerdictCache(cache_dir, digest_all, reuse or []) if cache_dir else None
     results: dict[str, Checks] = {}
     digests: dict[str, str] = {}
     limits: dict[str, float] = {}
@@ -103,7 +113,7 @@ def verify_rows(
     started, fresh = time.time(), 0
     with bar:
         task = bar.add_task(label, total=total, rate="-")
-        for out in run_pool(_check, todo(), workers, preload=preload):
+        for out in (executor or run_pool)(_check, todo(), workers, preload=preload):
             limit = limits.pop(out.key)
             if out.failure == "timeout":
                 checks = {
@@ -116,7 +126,7 @@ def verify_rows(
             else:
                 checks = out.value
             row = waiting.pop(out.key, None)
-            if row is not None and needs_judge(row, checks["correctness"]):
+            if row is not None and needs_judge(row, checks["correctness"], cfg):
                 results[out.key] = checks
                 to_judge.append(row)
             else:
@@ -124,7 +134,8 @@ def verify_rows(
             fresh += 1
             bar.update(task, advance=1, rate=f"{fresh / max(time.time() - started, 1e-9):,.0f}")
     if to_judge:
-        for key, verdict in run_judge(cfg, to_judge).items():
+        rules = {r["id"]: results[r["id"]]["correctness"] for r in to_judge}
+        for key, verdict in run_judge(cfg, to_judge, rules).items():
             keep(key, {**results[key], "correctness": verdict})
     if cache:
         cache.flush()
