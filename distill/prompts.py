@@ -33,6 +33,47 @@ R1_ZERO_TEMPLATE = (
 )
 
 
+# LiveCodeBench's generation prompt (lcb_runner/prompts/code_generation.py), the one R1's
+# LiveCodeBench numbers use. Its system message opens the user turn (R1: no system prompt).
+CODE_INTRO = (
+    "You are an expert Python programmer. You will be given a question (problem specification) "
+    "and will generate a correct Python program that matches the specification and passes all "
+    "tests."
+)
+CODE_WITH_STARTER = (
+    "You will use the following starter code to write the solution to the problem and enclose "
+    "your code within delimiters."
+)
+CODE_STDIN = (
+    "Read the inputs from stdin solve the problem and write the answer to stdout (do not "
+    "directly test on the sample inputs). Enclose your code within delimiters as follows. Ensure "
+    "that when the python program runs, it reads the inputs, runs the algorithm and writes "
+    "output to STDOUT."
+)
+CODE_ANSWER = "### Answer: (use the provided format with backticks)\n\n"
+# simple-evals' GPQA prompt (what R1 reports GPQA Diamond with), its "one of ABCD" said for
+# any number of options; verify/choice.py reads "Answer: X" back.
+CHOICE_INSTRUCTION = (
+    "Answer the following multiple choice question. The last line of your response should be "
+    "of the following format: 'Answer: $LETTER' (without quotes) where LETTER is one of the "
+    "option letters. Think step by step before answering."
+)
+
+
+def code_problem(question: str, starter: str = "", fn_name: str | None = None) -> str:
+    """A code problem as LiveCodeBench states it: the question, then the format: complete the
+    starter code, or read stdin and write stdout."""
+    text = f"### Question:\n{question.strip()}\n\n"
+    if starter.strip():
+        return text + f"### Format: {CODE_WITH_STARTER}\n```python\n{starter.rstrip()}\n```\n\n"
+    if fn_name:  # call-based tests without a stub (some TACO rows)
+        return text + (
+            f"### Format: Define the function `{fn_name}`, which is called with the inputs as "
+            "arguments and must return the answer, and enclose your code within delimiters.\n\n"
+        )
+    return text + f"### Format: {CODE_STDIN}\n```python\n# YOUR CODE HERE\n```\n\n"
+
+
 @dataclass
 class PromptTemplate:
     """How a problem becomes a chat; R1 usage: no system prompt, instructions in the user turn."""
@@ -50,13 +91,9 @@ def default_prompts() -> dict[str, PromptTemplate]:
     """R1's prompt per domain (what teachers are asked and students are trained on)."""
     return {
         "math": PromptTemplate(user="{problem}\n" + R1_MATH_SUFFIX),
-        "code": PromptTemplate(
-            user="{problem}\n\nWrite a complete Python solution. Put the final code in one "
-            "```python code block."
-        ),
-        "choice": PromptTemplate(
-            user="{problem}\n\nAnswer with the letter of the correct option, within \\boxed{}."
-        ),
+        # `problem` is already LiveCodeBench's question + format (`code_problem`)
+        "code": PromptTemplate(user=CODE_INTRO + "\n\n{problem}" + CODE_ANSWER),
+        "choice": PromptTemplate(user=CHOICE_INSTRUCTION + "\n\n{problem}"),
         "text": PromptTemplate(user="{problem}"),
     }
 

@@ -68,7 +68,16 @@ def test_chinese_reasoning_on_english_problem_is_flagged():
     v = CFG.language_mixing.check(
         row(EN, "首先，我们有 $3x + 5 = 20$，所以 $3x = 15$，因此 $x = 5$。我们验证一下，正确。")
     )
-    assert v.reason == "language_mixing" and v.details["share"] < 0.1
+    assert v.reason == "language_mixing" and v.details["reasoning_share"] < 0.1
+    assert v.details["where"] == "reasoning"
+
+
+def test_clean_reasoning_with_a_mixed_language_summary_after_think_is_flagged():
+    summary = "So x = 5. 所以答案是五，我们已经验证过这个结果是正确的 and it checks out. \\boxed{5}"
+    v = CFG.language_mixing.check(row(EN, answer=summary))
+    assert v.reason == "language_mixing" and v.details["where"] == "answer"
+    assert v.details["reasoning_share"] == 1.0 and v.details["answer_share"] < 0.95
+    assert CFG.language_mixing.check(row(EN, answer="So $x = 5$. \\boxed{5}")).ok
 
 
 def test_chinese_reasoning_on_chinese_problem_is_fine():
@@ -98,7 +107,7 @@ def test_latex_heavy_maths_is_not_mixing():
 def test_mixing_within_a_trace_and_other_scripts():
     mixed = "首先我们需要计算这个值，然后 let me double check the arithmetic here again carefully。所以答案是五。"
     v = CFG.language_mixing.check(row(ZH, mixed))
-    assert v.reason == "language_mixing" and 0.3 < v.details["share"] < 0.95
+    assert v.reason == "language_mixing" and 0.3 < v.details["reasoning_share"] < 0.95
     assert (
         CFG.language_mixing.check(row(EN, "Сначала решим уравнение и проверим ответ.")).reason
         == "language_mixing"

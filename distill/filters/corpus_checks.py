@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from distill.config import option
-from distill.filters.decontam import build_index
+from distill.filters.decontam import BenchmarkIndex, build_index
 from distill.filters.dedup import exact_duplicates, near_duplicate_problems
 from distill.filters.readability import CHARS_PER_TOKEN
 
@@ -93,8 +93,11 @@ def corpus_checks(
     rows: Iterable[dict[str, Any]],
     results: dict[str, dict[str, Any]],
     keep_unverified: bool = False,
+    benchmarks: BenchmarkIndex | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Decisions per row id: correct, kept, reasons, checks; plus corpus facts for the report."""
+    """Decisions per row id: correct, kept, reasons, checks; plus corpus facts for the report.
+    `benchmarks`: the decontamination index, when the caller built it before verifying (so a
+    wrong benchmark name fails before the work); else it is built here from the config."""
 
     meta: dict[str, dict[str, Any]] = {}
     problems: dict[str, str] = {}
@@ -125,7 +128,7 @@ def corpus_checks(
     )
     contaminated: dict[str, dict[str, Any]] = {}
     if cfg.decontaminate:
-        index = build_index(cfg.decontaminate, cfg.contamination_ngram)
+        index = benchmarks or build_index(cfg.decontaminate, cfg.contamination_ngram)
         for pid, text in problems.items():
             if (hit := index.match(text)) is not None:
                 contaminated[pid] = hit
@@ -137,15 +140,19 @@ def corpus_checks(
         if (hit := contaminated.get(m["problem_id"])) is not None:
             extra[row_id]["contaminated"] = {"ok": False, "reason": "contaminated", **hit}
 
+    rates = pass_rates(meta, results)
     decisions: dict[str, dict[str, Any]] = {}
     passing: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
     for row_id, m in meta.items():
         checks = {**results[row_id], **extra.get(row_id, {})}
         reasons = row_reasons(checks, keep_unverified)
+        rate = rates[m["problem_id"]]
         decisions[row_id] = {
             "correct": checks["correctness"].get("ok"),
             "reasons": reasons,
             "checks": checks,
+            "problem_correct": rate["correct"],
+            "problem_verified": rate["verified"],
         }
         if not reasons:
             passing[m["problem_id"]].append((row_id, m["sample_index"], m["length"]))
@@ -167,5 +174,24 @@ def corpus_checks(
         "nothing_passed": sorted(pid for pid in problems if pid not in passing),
         "near_duplicate_problems": near,
         "contaminated_problems": contaminated,
+        "pass_rates": rates,
     }
     return decisions, info
+
+
+def pass_rates(
+    meta: dict[str, dict[str, Any]], results: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, int]]:
+    """Problem id -> {correct, verified, samples}: how many of its samples were verified
+    correct, how many had a decided correctness (true or false; undecided rows count in
+    `samples` only), and how many there were. Correctness alone: readability, duplicates and
+    selection do not change how hard a problem is for the teacher."""
+    rates: dict[str, dict[str, int]] = {}
+    for row_id, m in meta.items():
+        r = rates.setdefault(m["problem_id"], {"correct": 0, "verified": 0, "samples": 0})
+        ok = results[row_id]["correctness"].get("ok")
+        r["samples"] += 1
+        if ok is not None:
+            r["verified"] += 1
+            r["correct"] += bool(ok)
+    return rates

@@ -65,30 +65,34 @@ class BadFormat(Rule):
 @dataclass
 class LanguageMixing(Rule):
     name: ClassVar[str] = "language_mixing"
-    meaning: ClassVar[str] = "the reasoning is not in the problem's language"
+    meaning: ClassVar[str] = "the reasoning or the answer after it is not in the problem's language"
 
     threshold: float = option(
         0.95,
         flag="language-threshold",
-        help="language_mixing: least share of reasoning words in the problem's language.",
+        help="language_mixing: least share of words in the problem's language (reasoning, answer).",
     )
     language_id: bool = option(
         False, help="language_mixing: also tell same-script languages apart (extra 'langid')."
     )
 
     def check(self, row: dict[str, Any]) -> Verdict:
-        expected = expected_scripts(row.get("problem") or "")
-        share, words = language_share(row.get("reasoning") or "", expected)
-        details: dict[str, Any] = {"expected": sorted(expected), "share": round(share, 4)}
-        if share < self.threshold:
-            return failed(self.name, **details, words=dict(words))
-        if self.language_id and expected == {"latin"}:
-            same, langs = same_language(
-                row.get("problem") or "", NEUTRAL.sub(" ", row.get("reasoning") or "")
-            )
-            details["languages"] = langs
-            if not same:
-                return failed(self.name, **details)
+        # the answer too: a clean chain of thought can end in a summary that drifts into
+        # mixed-language text, which R1's language reward was meant to stop
+        problem = row.get("problem") or ""
+        expected = expected_scripts(problem)
+        details: dict[str, Any] = {"expected": sorted(expected)}
+        for where in ("reasoning", "answer"):
+            text = row.get(where) or ""
+            share, words = language_share(text, expected)
+            details[f"{where}_share"] = round(share, 4)
+            if share < self.threshold:
+                return failed(self.name, **details, where=where, words=dict(words))
+            if self.language_id and expected == {"latin"} and text.strip():
+                same, langs = same_language(problem, NEUTRAL.sub(" ", text))
+                details[f"{where}_languages"] = langs
+                if not same:
+                    return failed(self.name, **details, where=where)
         return passed(**details)
 
 

@@ -3,6 +3,7 @@ report.json, report.md, stats.json, a length plot and a table on the terminal.""
 
 from __future__ import annotations
 
+import io
 import statistics
 import time
 from collections import Counter, defaultdict
@@ -83,10 +84,27 @@ def build_report(
             {"problem_id": k, **v} for k, v in info["near_duplicate_problems"].items()
         ],
         "lengths_tokens": {k: _summary(v) for k, v in lengths.items()},
+        # problem id -> {correct, verified, samples}: what `distill rl --pass-rate-band` reads
+        "pass_rates": info.get("pass_rates", {}),
+        "pass_rate_histogram": pass_rate_histogram(info.get("pass_rates", {})),
         "reason_vocabulary": {r: meanings.get(r, "") for r in reasons},
         "config": to_dict(cfg),
         "wall_time_s": round(time.time() - started, 2),
     }
+
+
+def pass_rate_histogram(rates: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Problems per pass-rate band (correct / verified); `unmeasured`: nothing verified."""
+    labels = ["0", "(0, 0.25]", "(0.25, 0.5]", "(0.5, 0.75]", "(0.75, 1)", "1", "unmeasured"]
+    out = dict.fromkeys(labels, 0)
+    for r in rates.values():
+        if not r["verified"]:
+            out["unmeasured"] += 1
+            continue
+        p = r["correct"] / r["verified"]
+        i = 0 if p == 0 else 5 if p == 1 else 1 + min(3, int((p - 1e-12) // 0.25))
+        out[labels[i]] += 1
+    return out
 
 
 def _with_meanings(report: dict[str, Any]) -> list[tuple[str, int, str]]:
@@ -135,6 +153,12 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "![lengths](lengths.png)",
         "",
+        "## Pass rates per problem (verified-correct samples / verified samples)",
+        "",
+        "| pass rate | problems |",
+        "|---|---:|",
+        *(f"| {k} | {n:,} |" for k, n in report.get("pass_rate_histogram", {}).items()),
+        "",
         f"## Hard problems: no sample passed ({len(report['problems']['nothing_passed']):,})",
         "",
     ]
@@ -182,10 +206,10 @@ def plot_lengths(
     ax.set_title("Completion lengths: kept vs rejected")
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=100)
     plt.close(fig)
-    tmp.replace(path)
+    atomic_write_bytes(path, image.getvalue())
 
 
 def write_report(
