@@ -78,21 +78,27 @@ def golds() -> list[str]:
     return FALLBACK_GOLDS
 
 
-def maths_rows(n: int, seed: int = 0, chars: int = 8000) -> list[dict]:
+def maths_rows(n: int, seed: int = 0, chars: int = 8000, samples: int = 1) -> list[dict]:
+    """n rows: n / samples problems, `samples` consecutive traces each (rejection sampling)."""
     rng = random.Random(seed)
     pool = golds()
     rows = []
     for i in range(n):
-        gold = pool[i % len(pool)]
+        q, k = divmod(i, samples)
+        gold = pool[q % len(pool)]
         said = gold if rng.random() < 0.7 else rng.choice(pool)
         r = reasoning(rng, chars)
-        answer = f"Putting it together, the answer is $\\boxed{{{said}}}$."
+        answer = f"{rng.choice(CLOSERS)} $\\boxed{{{said}}}$."
         rows.append({
-            "id": f"q{i}/0", "problem_id": f"q{i}", "sample_index": 0, "problem": f"Problem {i}: find the value.",
+            "id": f"q{q}/{k}", "problem_id": f"q{q}", "sample_index": k, "problem": f"Problem {q}: find the value.",
             "domain": "math", "reference": json.dumps(gold), "completion": format_trace(r, answer),
             "reasoning": r, "answer": answer, "finish_reason": "stop",
         })  # fmt: skip
     return rows
+
+
+CLOSERS = ["Putting it together, the answer is", "So the final answer is", "Therefore we get",
+           "Hence the value is", "Thus,", "The answer:"]  # fmt: skip
 
 
 def write_corpus(rows: list[dict], folder: Path) -> None:
@@ -134,15 +140,28 @@ def sequential(rows: list[dict]) -> float:
     return time.perf_counter() - t
 
 
-def sequential_own(rows: list[dict]) -> float:
-    """distill's own maths check (answer part only, gold first) in one process: separates
-    what parallel workers buy from what parsing only the answer buys."""
+def sequential_own(rows: list[dict]) -> tuple[float, dict[str, dict]]:
+    """distill's maths check on the slow path (answer part only, gold first, the gold parsed
+    again for every row, no cache) in one process: separates what parallel workers buy from
+    what parsing only the answer buys; its verdicts are what the fast path must reproduce."""
     from distill.verify.maths import check_math
 
+    verdicts = {}
     t = time.perf_counter()
     for row in rows:
-        check_math(row["reference"], row["answer"])
-    return time.perf_counter() - t
+        verdicts[row["id"]] = check_math(row["reference"], row["answer"], None, gold_cache=False).as_dict()
+    return time.perf_counter() - t, verdicts
+
+
+def filter_verdicts(out: Path) -> dict[str, dict]:
+    import pyarrow.parquet as pq
+
+    got = {}
+    for split in ("kept", "rejected"):
+        for f in sorted((out / split).glob("shard-*.parquet")):
+            for row in pq.read_table(f, columns=["id", "checks"]).to_pylist():
+                got[row["id"]] = json.loads(row["checks"])["correctness"]
+    return got
 
 
 def run_filter(
@@ -158,10 +177,13 @@ def run_filter(
         output=out,
         verify=VerifyConfig(workers=workers, verify_timeout=verify_timeout),
         progress=False,
+        report=False,
     )
     t = time.perf_counter()
     report = filter_corpus(cfg)
-    return time.perf_counter() - t, report
+    elapsed = time.perf_counter() - t
+    report["verdicts"] = filter_verdicts(out)
+    return elapsed, report
 
 
 def readability(n: int, tokens: int = 8000) -> float:
@@ -184,7 +206,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--rows", type=int, default=5000)
+    ap.add_argument("--rows", type=int, default=8000)
+    ap.add_argument("--samples", type=int, default=16, help="traces per problem (OpenThoughts: 16)")
     ap.add_argument("--workers", type=int, default=None, help="default: every core")
     ap.add_argument("--readability-rows", type=int, default=500)
     args = ap.parse_args()
@@ -195,12 +218,15 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="filter-bench-"))
     cores = len(os.sched_getaffinity(0))
     try:
-        rows = maths_rows(args.rows)
+        rows = maths_rows(args.rows, samples=args.samples)
         seq = sequential(rows)
-        own = sequential_own(rows)
+        own, slow = sequential_own(rows)
         par, report = run_filter(rows, work, args.workers)
+        fast = report["verdicts"]
+        differ = [k for k in slow if fast.get(k) != slow[k]]
+        assert not differ, f"{len(differ)} rows differ from the slow path, e.g. {differ[0]}: {fast.get(differ[0])} vs {slow[differ[0]]}"
         print(
-            f"cores: {cores}, rows: {args.rows} maths traces (golds: {'MATH-500' if SHARED.is_file() else 'built-in'})"
+            f"cores: {cores}, rows: {args.rows} maths traces, {args.samples} per problem (golds: {'MATH-500' if SHARED.is_file() else 'built-in'})"
         )
         print(
             f"sequential math-verify loop  {args.rows / seq:8.1f} rows/s  ({seq:.1f} s)  (open-r1: whole completion)"
@@ -212,9 +238,10 @@ def main() -> None:
             f"distill filter (whole stage) {args.rows / par:8.1f} rows/s  ({par:.1f} s), kept {report['counts']['kept']}"
         )
         print(
-            f"ratio distill/sequential = {seq / par:.2f}x (goal >= 1.6x on 2 cores); "
-            f"vs distill's own check in one process: {own / par:.2f}x"
+            f"maths ratio distill/sequential = {seq / par:.2f}x (goal >= 3x on 2 cores); "
+            f"vs distill's slow path in one process: {own / par:.2f}x"
         )
+        print(f"verdicts identical to the slow path (gold parsed per row) on all {len(slow)} rows")
 
         timeout = 3.0
         adversarial = maths_rows(200, seed=2)
