@@ -17,9 +17,16 @@ from typing import Any, Literal, Optional, get_args, get_origin
 import typer
 
 from distill.config import Leaf, leaves
+from distill.errors import UserError
 
 
-def _option(leaf: Leaf) -> tuple[Any, Any]:
+def _panel(group: str, leaf: Leaf) -> str:
+    """Help panels by what a flag is about: the section of the config it sets."""
+    head, _, rest = leaf.path.partition(".")
+    return (head if rest else group).replace("_", " ").capitalize()
+
+
+def _option(leaf: Leaf, panel: str) -> tuple[Any, Any]:
     help_text = leaf.help
     tp = leaf.type
     if tp == list[str]:
@@ -28,8 +35,20 @@ def _option(leaf: Leaf) -> tuple[Any, Any]:
     if get_origin(tp) is Literal:
         help_text += " [" + "|".join(str(a) for a in get_args(tp)) + "]"
         tp = str
-    names = (f"--{leaf.flag}/--no-{leaf.flag}",) if tp is bool else (f"--{leaf.flag}",)
-    return Optional[tp], typer.Option(None, *names, help=help_text, show_default=False)  # noqa: UP045
+    if tp is bool:
+        # `--no-x` is a hidden option of its own: shown beside `--x`, it would take a column
+        # of its own and squeeze the names at 80 columns
+        help_text += f" (--no-{leaf.flag}: off)"
+        return Optional[bool], typer.Option(  # noqa: UP045
+            None, f"--{leaf.flag}", help=help_text, show_default=False, rich_help_panel=panel
+        )
+    return Optional[tp], typer.Option(  # noqa: UP045
+        None, f"--{leaf.flag}", help=help_text, show_default=False, rich_help_panel=panel
+    )
+
+
+def _negation(leaf: Leaf) -> tuple[Any, Any]:
+    return Optional[bool], typer.Option(None, f"--no-{leaf.flag}", hidden=True)  # noqa: UP045
 
 
 def config_flags(**groups: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -52,19 +71,31 @@ def config_flags(**groups: type) -> Callable[[Callable[..., Any]], Callable[...,
                 flags_seen[leaf.flag] = leaf.path
                 name = f"{group}__{leaf.path.replace('.', '__')}"
                 assert name not in taken
-                annotation, default = _option(leaf)
+                annotation, default = _option(leaf, _panel(group, leaf))
                 params.append(
                     inspect.Parameter(
                         name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
                     )
                 )
                 mapping[name] = (group, leaf)
+                if leaf.type is bool:
+                    annotation, default = _negation(leaf)
+                    params.append(
+                        inspect.Parameter(
+                            f"{name}__no", inspect.Parameter.KEYWORD_ONLY, default=default,
+                            annotation=annotation,
+                        )
+                    )  # fmt: skip
 
         @functools.wraps(fn)
         def wrapper(**kwargs: Any) -> Any:
             flags: dict[str, dict[str, Any]] = {g: {} for g in groups}
             for name, (group, leaf) in mapping.items():
                 value = kwargs.pop(name)
+                if leaf.type is bool and kwargs.pop(f"{name}__no"):
+                    if value:
+                        raise UserError(f"--{leaf.flag} and --no-{leaf.flag} together")
+                    value = False
                 if value is None:
                     continue
                 if leaf.type == list[str]:

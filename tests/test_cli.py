@@ -40,6 +40,17 @@ def test_help_is_instant_and_imports_nothing_heavy():
     assert best < 0.5, f"distill --help took {best:.2f}s"
 
 
+def test_help_lists_each_command_with_its_own_summary():
+    """`distill --help` lists commands without importing them: each listed summary is the first
+    line of the loaded command's docstring."""
+    from distill.cli import COMMANDS, load_command
+
+    for name, (_, summary) in COMMANDS.items():
+        cmd = load_command(name)
+        assert cmd.name == name
+        assert (cmd.help or "").strip().splitlines()[0] == summary, name
+
+
 def _timed(args: list[str]) -> float:
     times = []
     for _ in range(3):
@@ -167,3 +178,44 @@ def test_teachers_lists_profiles():
     assert r.returncode == 0 and "deepseek-r1" in r.stdout and "deepseek-ai/DeepSeek-R1" in r.stdout
     r = distill("teachers", "deepseek-r1")
     assert "pipeline_parallel_size: 2" in r.stdout
+
+
+def test_every_help_fits_80_columns_without_truncation():
+    """Option names and help stay readable in an 80-column terminal: rich marks what it cuts
+    with an ellipsis."""
+    from typer.main import get_command
+
+    from distill.cli import app
+
+    commands = sorted(get_command(app).commands)
+    assert {"generate", "filter", "train", "eval"} <= set(commands)
+    env = {**os.environ, "COLUMNS": "80", "TERMINAL_WIDTH": "80"}
+    for name in commands:
+        r = subprocess.run([sys.executable, "-m", "distill.cli", name, "--help"],
+                           capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+        assert r.returncode == 0, (name, r.stderr)
+        assert max(map(len, r.stdout.splitlines())) <= 80, name
+        cut = [line for line in r.stdout.splitlines() if "…" in line]
+        assert not cut, f"distill {name} --help truncates at 80 columns: {cut}"
+
+
+def test_boolean_flags_and_their_negations(tmp_path):
+    r = distill("generate", "--dataset", "x.jsonl", "--output", str(tmp_path / "o"),
+                "--overwrite", "--no-overwrite")  # fmt: skip
+    assert r.returncode == 2 and "--overwrite and --no-overwrite together" in r.stderr
+
+
+def test_a_library_failure_is_one_line_pointing_to_the_log_that_holds_its_traceback(tmp_path):
+    from test_train import corpus
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "qwen2", "hidden_size": "x"}')
+    out = tmp_path / "out"
+    r = distill("train", "--student", "tiny", "--model", str(broken), "--data",
+                str(corpus(tmp_path / "c", 2)), "--output", str(out))  # fmt: skip
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert "hidden_size" in line and "expected int" in line
+    (log,) = out.glob("logs/train-*.log")
+    assert f"(traceback in {log})" in line and "Traceback" in log.read_text()

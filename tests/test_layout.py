@@ -9,17 +9,18 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 # Lowest first. A module may import its own layer or lower ones, never a higher one.
 LAYERS = [
-    ["errors", "verdict", "config", "log", "metrics", "reaper", "prompts", "synthetic", "tiny"],
-    ["records", "problems"],
+    ["errors", "verdict", "config", "log", "lock", "metrics", "reaper", "prompts", "synthetic", "tiny"],
+    ["records", "code_formats", "problems", "plots"],
     ["teachers"],
     ["verify"],
     ["filters"],
+    ["rewards"],
     ["cards", "hub"],
-    ["generate", "filter", "evaluate"],
-    ["students", "train"],
-    ["rl", "plan"],
-    ["demo", "pipeline"],
-    ["cli", "cli_flags"],
+    ["generate", "adaptive", "filter", "evaluate"],
+    ["students", "plan", "train"],
+    ["rl", "rl_demo"],
+    ["demo", "pipeline_report", "pipeline"],
+    ["cli_flags", "commands", "cli"],
 ]
 
 

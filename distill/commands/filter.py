@@ -1,0 +1,34 @@
+"""`distill filter`: verified-correct, readable traces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from distill.cli_flags import config_flags
+from distill.commands import ConfigOpt, VerboseOpt, run_config, setup, user_errors
+from distill.errors import UserError
+from distill.filter import FilterConfig, filter_corpus
+
+app = typer.Typer()
+
+
+@app.command("filter")
+@user_errors
+@config_flags(run=FilterConfig)
+def filter_(
+    flags: dict[str, dict[str, Any]],
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Keep verified-correct, readable traces: kept/, rejected/, report.json, report.md.
+
+    distill filter --input traces/math500-r1 --output corpus/math500-r1 --keep shortest
+    """
+
+    setup(verbose, flags["run"].get("output"), "filter")
+    for name in ("input", "output"):
+        if name not in flags["run"] and not config:
+            raise UserError(f"--{name} is required")
+    filter_corpus(run_config(FilterConfig, config, flags["run"]))
