@@ -17,10 +17,10 @@ TAGS = ["distill", "reasoning", "r1-distillation"]
 SHOWN_PREFILL = PREFILL.encode("unicode_escape").decode()  # <think>\n, as markdown shows it
 # SFT hyperparameters a reader of a card wants, in this order, when the run set them.
 HYPERPARAMETERS = [
-    "learning_rate", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "warmup_ratio",
+    "learning_rate", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps",
     "num_train_epochs", "max_steps", "max_length", "per_device_train_batch_size",
     "gradient_accumulation_steps", "weight_decay", "adam_beta1", "adam_beta2", "max_grad_norm",
-    "packing", "padding_free", "use_liger_kernel", "gradient_checkpointing", "bf16", "seed",
+    "packing", "padding_free", "gradient_checkpointing", "bf16", "seed",
 ]  # fmt: skip
 
 
@@ -53,7 +53,11 @@ def hyperparameters(sft: dict[str, Any], distributed: dict[str, Any]) -> dict[st
     """The effective SFT settings (recipe merged with the run's overrides) worth a card row."""
     rows = {k: sft[k] for k in HYPERPARAMETERS if k in sft}
     rows.update(
-        {k: distributed[k] for k in ("strategy", "nodes", "gpus_per_node") if k in distributed}
+        {
+            k: distributed[k]
+            for k in ("strategy", "nodes", "gpus_per_node", "world_size", "global_batch")
+            if k in distributed
+        }
     )
     return rows
 
@@ -205,12 +209,16 @@ def write_model_card(folder: Path, repo: str | None = None) -> Path:
     stats_path = folder / "training_stats.json"
     evals = folder / "eval_results.md"
     recipe = run["recipe"]
+    ran = {k: run[k] for k in ("world_size", "global_batch") if k in run}  # what really ran
+    recipe = {**recipe, "distributed": {**(recipe.get("distributed") or {}), **ran}}
     text = model_card(
         name=folder.name,
         base_model=run["train"].get("model") or recipe["base_model"],
         data=run["train"]["data"],
         recipe=recipe,
-        sft={**recipe.get("sft", {}), **(run.get("sft_overrides") or {})},
+        # what the run really used (TRL defaults included), else what the recipe asked for
+        sft=run.get("sft_effective")
+        or {**recipe.get("sft", {}), **(run.get("sft_overrides") or {})},
         stats=json.loads(stats_path.read_text()) if stats_path.is_file() else {},
         evals=evals.read_text() if evals.is_file() else None,
         repo=repo,

@@ -30,6 +30,7 @@ from distill.evaluate import EvalConfig, evaluate
 from distill.filter import FilterConfig, filter_corpus
 from distill.filters.corpus_checks import CorpusConfig
 from distill.generate import GenerateConfig, generate
+from distill.lock import output_lock
 from distill.log import console, progress
 from distill.problems import DatasetSpec
 from distill.records import atomic_write_bytes, atomic_write_json
@@ -99,6 +100,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     cfg.check()
     cfg = cfg.sized()
+    with output_lock(cfg.output, "distill demo"):
+        return _run_demo(cfg)
+
+
+def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
     out = cfg.output
     started = time.time()
     train_file = _write_problems(
