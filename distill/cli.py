@@ -60,6 +60,12 @@ class LazyGroup(typer.core.TyperGroup):
         }
         self.commands.update(own)
 
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        # each summary whole, wrapped (click's default cuts them at the terminal's width)
+        rows = [(name, (cmd.help or "").strip().splitlines()[0]) for name, cmd in self.commands.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         name, cmd, rest = super().resolve_command(ctx, args)
         if isinstance(cmd, _Listed):
@@ -74,6 +80,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: see cli_flags.PanelCommand
 )
 
 

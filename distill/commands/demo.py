@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import typer
-
-from distill.cli_flags import config_flags
+from distill.cli_flags import PanelCommand, command_app, config_flags
 from distill.commands import VerboseOpt, run_config, setup, user_errors
 from distill.demo import DemoConfig, run_demo
 
-app = typer.Typer()
+app = command_app()
 
 
-@app.command()
+@app.command(cls=PanelCommand)
 @user_errors
 @config_flags(run=DemoConfig)
 def demo(flags: dict[str, dict[str, Any]], verbose: VerboseOpt = False) -> None:

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import typer
-
-from distill.cli_flags import config_flags
+from distill.cli_flags import PanelCommand, command_app, config_flags
 from distill.commands import SetOpt, VerboseOpt, run_config, setup, user_errors
 from distill.config import override, parse_assignments
 from distill.errors import UserError
 from distill.evaluate import EvalConfig, evaluate
 from distill.teachers.profile import TeacherProfile, load_profile
 
-app = typer.Typer()
+app = command_app()
 
 
-@app.command("eval")
+@app.command("eval", cls=PanelCommand)
 @user_errors
 @config_flags(run=EvalConfig, teacher=TeacherProfile)
 def eval_(

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import typer
-
-from distill.cli_flags import config_flags
+from distill.cli_flags import PanelCommand, command_app, config_flags
 from distill.commands import ConfigOpt, VerboseOpt, run_config, setup, user_errors
 from distill.errors import UserError
 from distill.filter import FilterConfig, filter_corpus
 
-app = typer.Typer()
+app = command_app()
 
 
-@app.command("filter")
+@app.command("filter", cls=PanelCommand)
 @user_errors
 @config_flags(run=FilterConfig)
 def filter_(

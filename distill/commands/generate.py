@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
-from distill.cli_flags import config_flags
+from distill.cli_flags import PanelCommand, command_app, config_flags
 from distill.commands import ConfigOpt, SetOpt, VerboseOpt, run_config, setup, user_errors
-from distill.config import parse_assignments, to_dict
+from distill.config import dump_yaml, parse_assignments, to_dict
 from distill.errors import UserError
 from distill.generate import GenerateConfig
 from distill.generate import generate as run_generate
@@ -17,10 +17,10 @@ from distill.records import merge_corpora
 from distill.teachers.profile import TeacherProfile, load_profile, shipped_profiles
 from distill.teachers.serve import serve_command
 
-app = typer.Typer()
+app = command_app()
 
 
-@app.command()
+@app.command(cls=PanelCommand)
 @user_errors
 @config_flags(run=GenerateConfig, teacher=TeacherProfile)
 def generate(
@@ -45,7 +45,7 @@ def generate(
     run_generate(cfg, profile)
 
 
-@app.command()
+@app.command(cls=PanelCommand)
 @user_errors
 @config_flags(teacher=TeacherProfile)
 def serve(
@@ -83,7 +83,7 @@ def serve(
     raise typer.Exit(subprocess.call(cmd))
 
 
-@app.command()
+@app.command(cls=PanelCommand)
 @user_errors
 def merge(
     inputs: Annotated[list[Path], typer.Argument(help="Corpus folders of one sharded run.")],
@@ -97,17 +97,15 @@ def merge(
     typer.echo(f"{output}: {manifest['counts']['rows']} rows from {len(inputs)} folders")
 
 
-@app.command()
+@app.command(cls=PanelCommand)
 @user_errors
 def teachers(
     name: Annotated[str | None, typer.Argument(help="Show one profile resolved.")] = None,
 ) -> None:
     """List the shipped teacher profiles, or show one with every default filled in."""
-    import yaml
-
     if name is None:
         for n in shipped_profiles():
             p = load_profile(n)
             typer.echo(f"{n:24s} {p.backend:7s} {p.model}")
         return
-    typer.echo(yaml.safe_dump(to_dict(load_profile(name)), sort_keys=False, allow_unicode=True))
+    typer.echo(dump_yaml(to_dict(load_profile(name))))

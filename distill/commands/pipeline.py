@@ -7,12 +7,14 @@ from typing import Annotated
 
 import typer
 
+from distill.cli_flags import PanelCommand, command_app
 from distill.commands import VerboseOpt, setup, user_errors
 from distill.errors import UserError
 from distill.pipeline import load_pipeline, run_pipeline, shipped_pipelines
 from distill.pipeline import status as pipeline_status
 
-app = typer.Typer(
+app = command_app(
+    name="pipeline",
     help="R1's chain of stages from one file: run it, resume it, see where it stands.",
     no_args_is_help=True,
 )
@@ -28,7 +30,7 @@ PipelineSet = Annotated[
 ]
 
 
-@app.command("run")
+@app.command("run", cls=PanelCommand)
 @user_errors
 def pipeline_run(
     file: PipelineArg,
@@ -58,7 +60,7 @@ def pipeline_run(
     typer.echo(run_pipeline(pipe, only=stage, dry_run=dry_run, launcher=launcher).rstrip("\n"))
 
 
-@app.command("status")
+@app.command("status", cls=PanelCommand)
 @user_errors
 def pipeline_status_(
     file: PipelineArg, output: PipelineOutput = None, set_: PipelineSet = None
@@ -69,7 +71,7 @@ def pipeline_status_(
     Console().print(pipeline_status(load_pipeline(file, output, set_)))
 
 
-@app.command("list")
+@app.command("list", cls=PanelCommand)
 @user_errors
 def pipeline_list() -> None:
     """List the shipped pipelines."""

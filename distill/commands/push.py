@@ -7,13 +7,14 @@ from typing import Annotated
 
 import typer
 
+from distill.cli_flags import PanelCommand, command_app
 from distill.commands import VerboseOpt, setup, user_errors
 from distill.hub import push as run_push
 
-app = typer.Typer()
+app = command_app()
 
 
-@app.command()
+@app.command(cls=PanelCommand)
 @user_errors
 def push(
     folder: Annotated[

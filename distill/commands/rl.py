@@ -7,17 +7,17 @@ from typing import Annotated, Any
 
 import typer
 
-from distill.cli_flags import config_flags
+from distill.cli_flags import PanelCommand, command_app, config_flags
 from distill.commands import VerboseOpt, run_config, setup, user_errors
-from distill.config import to_dict
+from distill.config import dump_yaml, to_dict
 from distill.errors import UserError
 from distill.rl import RLConfig, RLRecipe, load_rl_recipe, parse_grpo_args, shipped_rl_recipes
 from distill.rl import rl as run_rl
 
-app = typer.Typer()
+app = command_app()
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(cls=PanelCommand, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @user_errors
 @config_flags(run=RLConfig, recipe=RLRecipe)
 def rl(
@@ -52,14 +52,12 @@ def rl(
         typer.echo(result["command"].rstrip("\n"))
 
 
-@app.command("rl-recipes")
+@app.command("rl-recipes", cls=PanelCommand)
 @user_errors
 def rl_recipes(
     name: Annotated[str | None, typer.Argument(help="Show one recipe resolved.")] = None,
 ) -> None:
     """List the shipped RL recipes, or show one with every default filled in."""
-    import yaml
-
     if name is None:
         for n in shipped_rl_recipes():
             r = load_rl_recipe(n)
@@ -69,4 +67,4 @@ def rl_recipes(
                 f"{n:28s} {r.base_model:36s} {r.template:8s} {loss:8s} {d.nodes}x{d.gpus_per_node}"
             )
         return
-    typer.echo(yaml.safe_dump(to_dict(load_rl_recipe(name)), sort_keys=False, allow_unicode=True))
+    typer.echo(dump_yaml(to_dict(load_rl_recipe(name))))

@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
-from distill.cli_flags import config_flags
+from distill.cli_flags import PanelCommand, command_app, config_flags
 from distill.commands import VerboseOpt, run_config, setup, user_errors
-from distill.config import to_dict
+from distill.config import dump_yaml, to_dict
 from distill.errors import UserError
 from distill.plan import PlanConfig, render
 from distill.plan import plan as run_plan
@@ -17,10 +17,10 @@ from distill.students.recipe import StudentRecipe, load_recipe, parse_sft_args, 
 from distill.train import TrainConfig
 from distill.train import train as run_train
 
-app = typer.Typer()
+app = command_app()
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(cls=PanelCommand, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @user_errors
 @config_flags(run=TrainConfig, recipe=StudentRecipe)
 def train(
@@ -59,14 +59,12 @@ def train(
         typer.echo(result["command"].rstrip("\n"))
 
 
-@app.command()
+@app.command(cls=PanelCommand)
 @user_errors
 def students(
     name: Annotated[str | None, typer.Argument(help="Show one recipe resolved.")] = None,
 ) -> None:
     """List the shipped student recipes, or show one with every default filled in."""
-    import yaml
-
     if name is None:
         for n in shipped_recipes():
             r = load_recipe(n)
@@ -75,10 +73,10 @@ def students(
                 f"{n:24s} {r.base_model:36s} {d.strategy:13s} {d.nodes}x{d.gpus_per_node}  {r.memory_per_gpu}"
             )
         return
-    typer.echo(yaml.safe_dump(to_dict(load_recipe(name)), sort_keys=False, allow_unicode=True))
+    typer.echo(dump_yaml(to_dict(load_recipe(name))))
 
 
-@app.command("plan")
+@app.command("plan", cls=PanelCommand)
 @user_errors
 @config_flags(run=PlanConfig)
 def plan_(
