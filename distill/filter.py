@@ -23,16 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-
-from distill.config import option, to_dict
+from distill.config import dump_yaml, option, to_dict
 from distill.errors import UserError
 from distill.filters.corpus_checks import CorpusConfig, corpus_checks
 from distill.filters.decontam import build_index
 from distill.filters.inputs import ROW_FIELDS, Deriver, corpus_rows, input_files, iter_batches
 from distill.filters.readability import RowChecksConfig
 from distill.filters.report import build_report, print_report, write_report
-from distill.hub import check_token, push_dataset
 from distill.lock import output_lock
 from distill.problems import in_shard, parse_shard
 from distill.records import (
@@ -251,6 +248,8 @@ def filter_corpus(cfg: FilterConfig) -> dict[str, Any]:
     if cfg.shard and cfg.reduce:
         raise UserError("--shard and --reduce: one run is a shard or the reduce step, not both")
     if cfg.push_to_hub and not cfg.shard:
+        from distill.hub import check_token  # the Hub client and cards: only for a push
+
         check_token()  # before hours of verification, not after
     files = input_files(Path(cfg.input))
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
@@ -295,15 +294,18 @@ def filter_corpus(cfg: FilterConfig) -> dict[str, Any]:
             m = dict(manifest or {})
             m["filter"] = {"split": split, "input": str(cfg.input), "config": to_dict(cfg)}
             m["counts"] = {"rows": report["counts"][split]}
+            m["pass_rates"] = report["pass_rates"]  # per problem: what RL and curricula select on
             atomic_write_json(generation / split / "manifest.json", m)
         write_report(generation, report, decisions, corpus_info["meta"])
         atomic_write_bytes(
             generation / "config.yaml",
-            yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True).encode(),
+            dump_yaml(to_dict(cfg)).encode(),
         )
         switch_filter_output(out, generation)
         if cfg.report:
             print_report(report, out)
         if cfg.push_to_hub:
+            from distill.hub import push_dataset
+
             push_dataset(out, cfg.push_to_hub, private=cfg.private)
     return report

@@ -64,6 +64,7 @@ def test_pass_rates_in_the_report_and_on_every_row(local):
     assert rates["m0"]["samples"] == 5 and rates["m0"]["verified"] == 5
     assert sum(report["pass_rate_histogram"].values()) == report["problems"]["total"]
     assert json.loads((out / "report.json").read_text())["pass_rates"] == rates
+    assert json.loads((out / "kept" / "manifest.json").read_text())["pass_rates"] == rates
     for r in splits(out).values():
         rate = rates[r["problem_id"]]
         assert (r["problem_correct"], r["problem_verified"]) == (rate["correct"], rate["verified"])

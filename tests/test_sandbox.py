@@ -197,3 +197,53 @@ def test_sandbox_orphans_adopted_from_a_finished_worker_are_reaped():
     assert psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     run_python("print(2)", limits=FAST)
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+
+
+STDIN_TESTS = json.dumps({"inputs": [f"{i} {i}\n" for i in range(4)], "outputs": [f"{2 * i}\n" for i in range(4)]})
+
+
+@pytest.mark.parametrize(
+    "name, code",
+    [
+        ("fork bomb", "import os\nwhile True:\n    os.fork()"),
+        ("infinite loop", "while True:\n    pass"),
+        ("10 GB allocation", "x = bytearray(10 * 1024 ** 3)"),
+        ("write outside", "open('/tmp/distill-sandbox-escape.txt', 'w').write('x')"),
+        ("output flood", "while True:\n    print('x' * 1000)"),
+        ("kills the harness", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nprint(0)"),
+        # pass every test by writing the report line itself: through the harness's descriptors
+        ("forges a report", "import json, os\nfor fd in os.listdir(f'/proc/{os.getppid()}/fd'):\n"
+         "    with open(f'/proc/{os.getppid()}/fd/{fd}', 'w') as f:\n"
+         "        f.write(json.dumps({'i': 3, 'status': 'ok', 'returncode': 0, 'stdout': '6', 'stderr': ''}) + chr(10))"),
+        ("detached child", "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\na, b = map(int, input().split())\nprint(a + b + 1)"),
+    ],
+)  # fmt: skip
+def test_hostile_code_in_a_batch_of_tests_fails_and_is_contained(name, code):
+    """All of a solution's tests run in one sandbox, a forked process each: what a hostile
+    solution does there ends in a failed check, within the time limits, leaving nothing behind."""
+    t = time.monotonic()
+    v = check_code(STDIN_TESTS, fenced(code), FAST)
+    assert v.ok is False and v.reason == "wrong_answer", (name, v)
+    assert time.monotonic() - t < 4 * FAST.timeout + 10
+    assert not os.path.exists("/tmp/distill-sandbox-escape.txt")
+    time.sleep(0.2)
+    assert sandbox_processes() == [], "sandbox processes outlived their run"
+
+
+def test_a_batch_runs_each_test_in_a_fresh_process_and_stops_at_the_first_failure():
+    # state left by one test (a module global, a file in the work dir) is not seen by the next
+    code = "import os\nseen = os.path.exists('mark')\nopen('mark', 'w').write('x')\na, b = map(int, input().split())\nprint(a + b if not seen else -1)"
+    assert check_code(STDIN_TESTS, fenced(code), FAST).ok is False  # the file persists: test 1 fails
+    code = "import builtins\nbuiltins.count = getattr(builtins, 'count', 0) + 1\na, b = map(int, input().split())\nprint(a + b if builtins.count == 1 else -1)"
+    assert check_code(STDIN_TESTS, fenced(code), FAST).ok is True  # interpreter state does not
+    slow = "import time\na, b = map(int, input().split())\nif a == 1:\n    print(-1)\nelse:\n    time.sleep(3)\n    print(a + b)"
+    t = time.monotonic()
+    v = check_code(STDIN_TESTS, fenced(slow), FAST)
+    assert v.details["failed_test"] == 1 and time.monotonic() - t < 5  # tests 2 and 3 never ran
+
+
+def test_call_based_results_are_compared_outside_the_sandbox():
+    ref = json.dumps({"fn_name": "f", "inputs": [[1], [2]], "outputs": [[2], [4]]})  # APPS-wrapped
+    assert check_code(ref, fenced("def f(x):\n    return 2 * x"), FAST).ok is True
+    forged = "class Any:\n    def __eq__(self, other):\n        return True\ndef f(x):\n    return Any()"
+    assert check_code(ref, fenced(forged), FAST).ok is False

@@ -133,6 +133,8 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---:|---|",
         *(f"| `{r}` | {n:,} | {meaning} |" for r, n, meaning in _with_meanings(report)),
         "",
+        *([f"{report['judge_overturned']:,} rows are correct only because the judge overturned "
+           "math-verify (`--judge-wrong`).", ""] if report.get("judge_overturned") else []),
         "## By domain",
         "",
         "| domain | in | kept | rejected |",

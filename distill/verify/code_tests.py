@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from distill.verdict import Verdict, failed, passed, undecided
+from distill.verify.batch import run_each
 from distill.verify.sandbox import SandboxLimits, run_python
 
 PREAMBLE = """\
@@ -27,21 +29,17 @@ from bisect import *
 from functools import *
 """
 BLOCK = re.compile(r"```[ \t]*(python3?|py)?[ \t]*\n(.*?)```", re.S | re.I)
-CALL_HARNESS = """
+# Call-based tests (fn_name): the child calls the function on one test's arguments and prints
+# the JSON of what it returned after a marker line; the comparison happens outside the
+# sandbox, so a returned object with a forged __eq__ cannot pass.
+RESULT_MARK = "\n@@distill-result@@\n"
+CALL_EPILOGUE = """
 
-import json as _json
-_inputs, _expected = _json.loads({payload!r})
+import json as _json, sys as _sys
+_args = _json.loads(_sys.stdin.read())
 _fn = Solution().{fn} if "Solution" in globals() else {fn}
-_got = _fn(*_inputs)
-try:
-    _plain = _json.loads(_json.dumps(_got))  # tuples as lists, as the JSON reference has them
-except (TypeError, ValueError):
-    _plain = _got
-# APPS/TACO wrap the return value in a one-element list (SkyThought compares outputs[0])
-_wrapped = isinstance(_expected, list) and len(_expected) == 1
-if not (_got == _expected or _plain == _expected
-        or (_wrapped and (_got == _expected[0] or _plain == _expected[0]))):
-    raise SystemExit(f"wrong output: {{_got!r}} != {{_expected!r}}")
+_got = _fn(*_args)
+_sys.stdout.write({mark!r} + _json.dumps(_got, default=repr))
 """
 
 
@@ -71,8 +69,9 @@ def outputs_match(got: str, expected: str) -> bool:
     return True
 
 
-def programs(solution: str, tests: dict[str, Any]) -> list[tuple[str, str, str | None]]:
-    """(program, stdin, expected stdout or None) per test run."""
+def programs(solution: str, tests: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """(program, stdin, expected) per test: expected stdout (str), the expected return value
+    of a call-based test (`CALL` + value), or None for a test program that asserts itself."""
     body = PREAMBLE + "\n" + solution
     if "test" in tests and "entry_point" in tests:
         return [(f"{body}\n\n{tests['test']}\n\ncheck({tests['entry_point']})\n", "", None)]
@@ -80,11 +79,37 @@ def programs(solution: str, tests: dict[str, Any]) -> list[tuple[str, str, str |
         return [(f"{body}\n\n{tests['functional']}\n", "", None)]
     inputs, outputs = tests.get("inputs") or [], tests.get("outputs") or []
     if tests.get("fn_name"):
-        return [
-            (body + CALL_HARNESS.format(payload=json.dumps([i, o]), fn=tests["fn_name"]), "", None)
-            for i, o in zip(inputs, outputs, strict=False)
-        ]
+        program = body + CALL_EPILOGUE.format(fn=tests["fn_name"], mark=RESULT_MARK)
+        return [(program, json.dumps(i), Call(o)) for i, o in zip(inputs, outputs, strict=False)]
     return [(body, str(i), str(o)) for i, o in zip(inputs, outputs, strict=False)]
+
+
+@dataclass(frozen=True)
+class Call:
+    """The expected return value of a call-based test."""
+
+    value: Any
+
+
+def returned_match(stdout: str, expected: Any) -> bool:
+    """What a call-based test returned (its JSON after the marker) against the expected value;
+    APPS/TACO wrap the return value in a one-element list (SkyThought compares outputs[0])."""
+    if RESULT_MARK not in stdout:
+        return False
+    try:
+        got = json.loads(stdout.rsplit(RESULT_MARK, 1)[1])
+    except ValueError:
+        return False
+    wrapped = isinstance(expected, list) and len(expected) == 1
+    return got == expected or (wrapped and got == expected[0])
+
+
+def _passes(expected: Any, status: str, stdout: str) -> bool:
+    if status != "ok":
+        return False
+    if isinstance(expected, Call):
+        return returned_match(stdout, expected.value)
+    return expected is None or outputs_match(stdout, expected)
 
 
 def check_code(reference: str | None, answer: str, limits: SandboxLimits | None = None) -> Verdict:
@@ -95,18 +120,29 @@ def check_code(reference: str | None, answer: str, limits: SandboxLimits | None 
     solution = extract_code(answer)
     if solution is None:
         return failed("no_answer", tests=len(runs))
-    for i, (program, stdin, expected) in enumerate(programs(solution, tests)):
+    cases = programs(solution, tests)
+    if len(cases) > 1:  # one program, many stdins: one sandbox, a fresh process per test
+        results, sandbox = run_each(
+            cases[0][0], [stdin for _, stdin, _ in cases], limits,
+            passed=lambda i, run: _passes(cases[i][2], run.status, run.stdout),
+        )  # fmt: skip
+        outcomes = [(r.status, r.stdout, r.stderr) for r in results]
+        isolation = sandbox.isolation
+    else:
+        program, stdin, _ = cases[0]
         result = run_python(program, stdin, limits)
-        ok = result.status == "ok" and (expected is None or outputs_match(result.stdout, expected))
-        if not ok:
+        outcomes, isolation = [(result.status, result.stdout, result.stderr)], result.isolation
+    for i, (_, _, expected) in enumerate(cases):
+        status, stdout, stderr = outcomes[i] if i < len(outcomes) else ("missing", "", "")
+        if not _passes(expected, status, stdout):
             return failed(
                 "wrong_answer",
                 tests=len(runs),
                 passed=i,
                 failed_test=i,
-                status=result.status if result.status != "ok" else "wrong_output",
-                stderr=result.stderr[-500:],
-                isolation=result.isolation,
+                status=status if status != "ok" else "wrong_output",
+                stderr=stderr[-500:],
+                isolation=isolation,
             )
     return passed(tests=len(runs), passed=len(runs))
 

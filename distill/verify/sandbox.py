@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,7 +85,7 @@ class SandboxLimits:
 
 @dataclass
 class RunResult:
-    status: str  # ok | error | timeout | output_limit
+    status: str  # ok | error | timeout | output_limit | stopped (by the caller's watch)
     returncode: int | None
     stdout: str
     stderr: str
@@ -251,8 +252,15 @@ def _clean_env(work: str) -> dict[str, str]:
     }
 
 
-def run_python(program: str, stdin: str = "", limits: SandboxLimits | None = None) -> RunResult:
-    """Run `program` as __main__ with `stdin`; never raises for anything the program does."""
+def run_python(
+    program: str,
+    stdin: str = "",
+    limits: SandboxLimits | None = None,
+    watch: Callable[[bytearray], bool] | None = None,
+) -> RunResult:
+    """Run `program` as __main__ with `stdin`; never raises for anything the program does.
+    `watch(stdout so far)` is called as output arrives; True ends the run at once (status
+    "stopped": the caller has seen what it needed)."""
     limits = limits or SandboxLimits()
     _become_subreaper()
     info = isolation()
@@ -289,7 +297,7 @@ def run_python(program: str, stdin: str = "", limits: SandboxLimits | None = Non
             pass  # the child died before reading: its status tells why
         finally:
             os.close(src_w)
-        status, out, err = _collect(proc, limits, started)
+        status, out, err = _collect(proc, limits, started, watch)
         if proc.returncode == -signal.SIGXCPU:
             status = "timeout"  # the CPU-seconds limit
         if uid is not None:
@@ -309,9 +317,12 @@ def run_python(program: str, stdin: str = "", limits: SandboxLimits | None = Non
 
 
 def _collect(
-    proc: subprocess.Popen, limits: SandboxLimits, started: float
+    proc: subprocess.Popen,
+    limits: SandboxLimits,
+    started: float,
+    watch: Callable[[bytearray], bool] | None = None,
 ) -> tuple[str, bytes, bytes]:
-    """Read stdout/stderr with a size cap until exit or the wall deadline."""
+    """Read stdout/stderr with a size cap until exit, the wall deadline, or `watch` says stop."""
     cap = limits.max_output_kb * 1024
     bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
     sel = selectors.DefaultSelector()
@@ -335,6 +346,11 @@ def _collect(
                 sel.unregister(key.fileobj)
                 continue
             bufs[key.fileobj] += chunk
+            if watch is not None and key.fileobj is proc.stdout and watch(bufs[proc.stdout]):
+                status = "stopped"
+                break
+        if status == "stopped":
+            break
         if sum(len(b) for b in bufs.values()) > cap:
             status = "output_limit"
             break
