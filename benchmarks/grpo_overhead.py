@@ -59,14 +59,10 @@ def child(kind: str, steps: int, completions: int, out: Path) -> dict:
 
     from distill.config import bundled
     from distill.problems import Problem
-    from distill.rl import (
-        RLConfig,
-        build_dataset,
-        grpo_args,
-        load_rl_recipe,
-        patch_vllm_for_cpu,
-        reward_functions,
-    )
+    from distill.rl import RLConfig, load_rl_recipe
+    from distill.rl.data import build_dataset
+    from distill.rl.reward_funcs import reward_functions
+    from distill.rl.trainer import grpo_args, patch_vllm_for_cpu
     from distill.synthetic import make_problems
 
     torch.set_num_threads(2)

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from distill.config import load_yaml
 from distill.filters.report import reason_meanings
 from distill.prompts import PREFILL, THINK_CLOSE, THINK_OPEN
 from distill.records import atomic_write_bytes
@@ -113,6 +114,55 @@ def model_card(
     return f"---\n{meta.to_yaml()}\n---\n\n" + "\n".join(body)
 
 
+REWARD_MEANINGS = {
+    "accuracy": "1 when `distill filter` would verify the answer correct (math-verify, choice, sandboxed tests), else 0",
+    "format": "1 when the completion follows the template's layout, else 0",
+    "language": "share of the reasoning's words in the problem's language (R1's language consistency)",
+    "overlong": "DAPO's soft overlong penalty, 0 down to -1 near max_completion_length",
+    "reward_model": "the reward model's score of the conversation, on prompts without a checkable answer",
+}
+RL_CURVES = ["reward", "accuracy/pass_rate", "completions/clipped_ratio", "completions/mean_length", "entropy"]  # fmt: skip
+
+
+def rl_model_card(
+    *,
+    name: str,
+    base_model: str,
+    recipe: str,
+    template: str,
+    prefill: str,
+    rewards: dict[str, float],
+    hyperparameters: dict[str, Any],
+    stats: dict[str, Any],
+    repo: str | None = None,
+) -> str:
+    """README.md of a policy `distill rl` trained: rewards, template, hyperparameters, curves."""
+    from huggingface_hub import ModelCardData
+
+    meta = ModelCardData(base_model=None if base_model.startswith(("/", ".", "assets/")) else base_model,
+                         library_name="transformers", tags=[*TAGS, "grpo", "trl"],
+                         pipeline_tag="text-generation")  # fmt: skip
+    first, last = stats["first"], stats["last"]
+    curves = ["| metric | first 10% of steps | last 10% of steps |", "|---|---:|---:|"]
+    curves += [f"| {k} | {first.get(k)} | {last.get(k)} |" for k in RL_CURVES]
+    rule_only = "reward_model" not in rewards
+    body = [
+        f"# {repo or name}", "",
+        f"`{base_model}` trained with GRPO (TRL) by `distill rl`, recipe `{recipe}`: R1's "
+        f"reinforcement-learning stage{' with rule rewards only' if rule_only else ''}.", "",
+        "## Rewards", "",
+        table({f"{r} (weight {w})": REWARD_MEANINGS[r] for r, w in rewards.items()}), "",
+        f"Template `{template}`" + (f", prefill `{prefill!r}`" if prefill else "") + ".", "",
+        "## Hyperparameters", "", table(hyperparameters), "",
+        "## Training curves", "", "\n".join(curves), "", "![curves](curves.png)", "",
+        f"{stats['steps']} steps, {stats['generation_rounds']} generation rounds of "
+        f"{stats['completions_per_round']} completions, {stats['wall_time_s']} s.", "",
+    ]  # fmt: skip
+    if template == "r1":
+        body.append(usage(repo or "path/to/this/model"))
+    return f"---\n{meta.to_yaml()}\n---\n\n" + "\n".join(body)
+
+
 def dataset_card(
     repo: str,
     manifest: dict[str, Any],
@@ -202,10 +252,7 @@ def dataset_card(
 def write_model_card(folder: Path, repo: str | None = None) -> Path:
     """(Re)write README.md of a model `distill train` made, from the files it left: the
     resolved run (distill_train.yaml), training stats and any eval results."""
-    import yaml
-
-    resolved = folder / "distill_train.yaml"
-    run = yaml.safe_load(resolved.read_text())
+    run = load_yaml(folder / "distill_train.yaml")
     stats_path = folder / "training_stats.json"
     evals = folder / "eval_results.md"
     recipe = run["recipe"]

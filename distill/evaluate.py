@@ -178,6 +178,10 @@ def markdown(results: dict[str, dict[str, Any]], model: str) -> str:
             f"{100 * m['pass@1_ci95'][0]:.1f}-{100 * m['pass@1_ci95'][1]:.1f} | "
             f"{100 * m[f'cons@{k}']:.1f} | {100 * m[f'pass@{k}']:.1f} | {m['mean_response_tokens']:.0f} | {100 * m['truncated_share']:.1f} | {m['failed']} |"
         )
+    overturned = {n: m["judge_overturned"] for n, m in results.items() if m.get("judge_overturned")}
+    if overturned:  # correct only by the judge's word (--judge-wrong): shown apart
+        lines += ["", "Counted correct because the judge overturned math-verify: " + ", ".join(
+            f"{n} {c} samples" for n, c in overturned.items())]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -249,6 +253,8 @@ def _evaluate(
         atomic_write_bytes(model_dir / "eval_results.md", text.encode())
         atomic_write_json(model_dir / "eval_results.json", report)
     _print(results, profile.model)
+    if (cfg.output / "pass_at_1.png").is_file():
+        console.print(f"plot: {cfg.output / 'pass_at_1.png'}", soft_wrap=True)
     return report
 
 

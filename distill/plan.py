@@ -37,7 +37,7 @@ Strategy = Literal["single", "ddp", "zero3", "zero3_offload", "fsdp2"]
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 STUDENTS = ("qwen2.5-math-1.5b", "qwen2.5-math-7b", "qwen2.5-14b", "qwen2.5-32b",
             "llama-3.1-8b", "llama-3.3-70b-instruct")  # fmt: skip
-RL_RECIPES = Path(__file__).parent / "rl_recipes"
+RL_RECIPES = Path(__file__).parent / "rl" / "recipes"  # read as plain YAML: rl/ sits above this module
 # TRL's fused LM head projects [4096 tokens x 32768 vocabulary] tiles (kernels/chunked_logprob.py
 # TOKEN_CHUNK_SIZE, trainer/utils.py _CHUNKED_LOGPROB_CHUNK_SIZE). On CUDA a Triton kernel folds
 # each tile in place; elsewhere its torch fallback (`_backward_tile`) keeps the tile and eight

@@ -59,6 +59,29 @@ def curves(
     return _save(fig, path)
 
 
+def panels(
+    path: Path, series: dict[str, Sequence[tuple[float, float]]], *, title: str, xlabel: str = "step"
+) -> Path | None:
+    """One small plot per named series, side by side (quantities on different scales: reward,
+    a rate, a length); None when there is nothing to draw."""
+    if not any(series.values()):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(series), figsize=(3.6 * len(series), 3.2), dpi=110, squeeze=False)
+    for ax, (name, pts) in zip(axes[0], series.items(), strict=True):
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3)
+        ax.set(title=name, xlabel=xlabel)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 def bars(
     path: Path,
     values: dict[str, float],
@@ -81,6 +104,31 @@ def bars(
         ax.bar(names, heights, color="#4c72b0")
     ax.set(title=title, ylabel=ylabel)
     ax.tick_params(axis="x", labelrotation=20)
+    return _save(fig, path)
+
+
+def grouped_bars(
+    path: Path,
+    groups: dict[str, dict[str, tuple[float, float]]],
+    *,
+    title: str,
+    ylabel: str = "",
+) -> Path | None:
+    """One bar per (category, series), series side by side within each category, with +- whiskers:
+    `groups[series][category] = (value, error)`."""
+    if not groups:
+        return None
+    fig, ax = _figure(8.0, 4.2)
+    categories = list(dict.fromkeys(c for g in groups.values() for c in g))
+    width = 0.8 / len(groups)
+    for i, (name, values) in enumerate(groups.items()):
+        xs = [j + (i - (len(groups) - 1) / 2) * width for j in range(len(categories))]
+        ys = [values.get(c, (0.0, 0.0))[0] for c in categories]
+        errs = [values.get(c, (0.0, 0.0))[1] for c in categories]
+        ax.bar(xs, ys, width, yerr=errs, capsize=3, label=name)
+    ax.set_xticks(range(len(categories)), categories)
+    ax.set(title=title, ylabel=ylabel)
+    ax.legend(fontsize=8)
     return _save(fig, path)
 
 

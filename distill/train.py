@@ -19,9 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from distill.config import bundled, check_model_ref, from_dict, load_yaml, option, to_dict
+from distill.config import (
+    bundled,
+    check_model_ref,
+    dump_yaml,
+    from_dict,
+    load_yaml,
+    option,
+    to_dict,
+)
 from distill.errors import UserError
 from distill.hub import check_token, push_model, refresh_model_card
 from distill.lock import output_lock
@@ -231,7 +237,7 @@ def _train(cfg: TrainConfig, recipe: StudentRecipe, sft: dict[str, Any]) -> dict
         )
         if not cfg.dry_run:
             cfg.output.mkdir(parents=True, exist_ok=True)
-            text = yaml.safe_dump(record(cfg, recipe, sft), sort_keys=False, allow_unicode=True)
+            text = dump_yaml(record(cfg, recipe, sft))
             atomic_write_bytes(resolved, text.encode())
             console.print(head.lstrip("# "))
         if cfg.dry_run:
@@ -269,7 +275,7 @@ def _train_here(
             f"{stats['dropped_too_long']} examples dropped for length"
         )
         if (cfg.output / "loss.png").is_file():
-            console.print(f"loss curve: {cfg.output / 'loss.png'}")
+            console.print(f"loss curve: {cfg.output / 'loss.png'}", soft_wrap=True)
         if cfg.push_to_hub:
             refresh_model_card(cfg.output, cfg.push_to_hub)
             push_model(cfg.output, cfg.push_to_hub, private=cfg.private)

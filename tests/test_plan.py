@@ -105,7 +105,7 @@ def test_the_six_students_fit_their_own_gpus():
     assert len(render(result).splitlines()) == 7
 
 
-@pytest.mark.parametrize("name", ["r1-zero-qwen2.5-math-7b", "qwen2.5-math-1.5b", "r1-distill-qwen-1.5b"])
+@pytest.mark.parametrize("name", ["r1-zero-qwen2.5-math-7b", "qwen2.5-math-1.5b", "r1-distill-qwen-1.5b", "r1-qwen2.5-math-7b"])
 def test_the_rl_recipes_state_what_the_plan_says(name):
     """vLLM's share is counted only where it shares the GPU: a `trl vllm-serve` recipe trains on
     the GPUs the server leaves, with no vLLM term; colocated sleep-mode recipes peak while

@@ -54,12 +54,12 @@ def test_shipped_recipes_cite_sources_and_validate():
     assert {"tiny", *REAL} <= set(names)
     for name in names:
         recipe = load_rl_recipe(name)
-        text = (ROOT / "distill" / "rl_recipes" / f"{name}.yaml").read_text()
+        text = (ROOT / "distill" / "rl" / "recipes" / f"{name}.yaml").read_text()
         assert text.startswith("#") and "loss" in text.lower(), name  # the loss choice is explained
         validate_grpo(recipe.grpo, name)
         assert recipe.grpo.get("loss_type") in ("grpo", "dr_grpo", "dapo"), name
     for name in REAL:
-        text = (ROOT / "distill" / "rl_recipes" / f"{name}.yaml").read_text()
+        text = (ROOT / "distill" / "rl" / "recipes" / f"{name}.yaml").read_text()
         assert any(s in text for s in ("open-r1", "understand-r1-zero", "simpleRL")), name
 
 
@@ -121,6 +121,7 @@ def test_dry_runs_build_accelerate_and_slurm(tmp_path):
         return rl(cfg, recipe or {}, grpo or {})["command"]
 
     text = command("accelerate", grpo={"max_steps": 10})
+    assert text.startswith("# plan: rl Qwen/Qwen2.5-Math-7B (7.62B) zero3 x 8 GPUs") and "fits" in text
     assert "accelerate.commands.launch" in text and "zero3.yaml" in text
     assert "--num_processes 8" in text and "distill.cli rl" in text
     assert "--max_steps 10" in text and "--launcher none" in text
@@ -132,7 +133,7 @@ def test_dry_runs_build_accelerate_and_slurm(tmp_path):
     assert "#SBATCH --nodes=3" in text and "trl vllm-serve" in text
     assert "--num_machines 2" in text and "--vllm_server_host $VLLM_HOST" in text
     text = command("slurm", {"distributed.nodes": 2})
-    assert "--num_machines 2 --num_processes 16" in text and "srun" in text
+    assert "--num_machines 2 --num_processes 16" in text and "srun" in text and "x 16 GPUs" in text
     assert not (tmp_path / "ckpt").exists()
     # the command line builds the same (flags for recipe fields and GRPOConfig fields)
     r = distill("rl", "--recipe", "r1-zero-qwen2.5-math-7b", "--data", "math500", "--output", "ckpt/z",
@@ -201,7 +202,7 @@ def test_one_verifier_for_the_whole_run_keeps_the_timeouts():
     the first batch a step pays for its checks only, and a pathological answer still costs
     its timeout (reward 0, verify_timeout), never the step."""
     from distill.rewards import accuracy_scores, parse
-    from distill.rl import RunVerifier
+    from distill.rl.reward_funcs import RunVerifier
     from distill.verify import VerifyConfig
 
     cfg = VerifyConfig(verify_timeout=2, workers=2)
@@ -298,3 +299,61 @@ def test_resume_after_a_kill(tmp_path, arith):
     assert r.returncode == 0, r.stderr
     stats = json.loads((out / "stats.json").read_text())
     assert stats["steps"] == 6 and stats["resumed_from"].rsplit("-", 1)[1] in ("2", "4")
+
+
+@pytest.fixture(scope="module")
+def tiny_reward_model(tmp_path_factory) -> Path:
+    """A sequence-classification model with one output on the tiny base's shapes and tokenizer:
+    random weights, so its scores mean nothing, but it is the kind of model stage 4 loads."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from distill.config import bundled
+
+    base = bundled("assets/tiny-base")
+    out = tmp_path_factory.mktemp("tiny-rm")
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(base, num_labels=1))
+    tok = AutoTokenizer.from_pretrained(base)
+    model.config.pad_token_id = tok.pad_token_id or tok.eos_token_id
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_the_reward_model_scores_only_prompts_without_a_reference(tiny_reward_model):
+    from distill.rl.reward_funcs import RewardModelReward
+
+    rm = RewardModelReward(str(tiny_reward_model), prefill="<think>\n")
+    completions = ["Two.\n</think>\n\n\\boxed{2}", "Short.\n</think>\n\nHello there, friend.", "x\n</think>\n\nBye."]
+    values = rm(["p"] * 3, completions, [[1]] * 3, problem=["What is 1 + 1?", "Greet me.", "Say bye."],
+                reference=['"2"', None, None])  # fmt: skip
+    assert values[0] is None and all(isinstance(v, float) for v in values[1:])
+    assert values[1] != values[2]  # different answers, different scores
+    # the score reads the answer after the reasoning, in the reward model's own template
+    assert rm.text("Greet me.", "Short.\n</think>\n\nHello.").count("Short.") == 0
+
+
+def test_a_reward_model_needs_its_weight_and_the_weight_its_model():
+    with pytest.raises(UserError, match="--reward-model-weight"):
+        load_rl_recipe("tiny", None, {"reward_model": "some/rm"})
+    with pytest.raises(UserError, match="--reward-model"):
+        load_rl_recipe("tiny", None, {"rewards.reward_model": 1.0})
+
+
+@pytest.mark.slow
+def test_grpo_with_a_reward_model_on_general_prompts_beside_rule_rewards(tmp_path, arith, tiny_reward_model):
+    """R1's stage 4 on the tiny models: reasoning problems (rule rewards) and general prompts
+    without a reference (the reward model) in one run; `--data` takes both, comma-separated."""
+    general = tmp_path / "general.jsonl"
+    general.write_text("".join(json.dumps({"prompt": f"Write a greeting for friend number {i}."}) + "\n" for i in range(8)))
+    cfg = RLConfig(data=f"{arith},{general}", output=tmp_path / "run", progress=False)
+    recipe = {"reward_model": str(tiny_reward_model), "rewards.reward_model": 1.0, "guards.enabled": False}
+    stats = rl(cfg, recipe, {**FAST, "max_steps": 2})
+    assert stats["data"]["problems"] == 64 + 8 and stats["data"]["no_reference"] == 8
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    rm = [m["rewards/reward_model/mean"] for m in metrics if "rewards/reward_model/mean" in m]
+    acc = [m["rewards/accuracy/mean"] for m in metrics if "rewards/accuracy/mean" in m]
+    assert rm and acc and all(v == v for v in rm + acc)  # both rewards scored rows (no NaN)
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "reward_model (weight 1.0)" in card
