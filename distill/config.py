@@ -17,8 +17,6 @@ from dataclasses import MISSING
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
-import yaml
-
 from distill.errors import UserError
 
 
@@ -119,6 +117,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: no such file")
+    import yaml  # 20 ms: for the commands that read a file, not for every --help
+
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -287,8 +287,17 @@ def override(obj: Any, overrides: Mapping[str, Any], source: str = "command line
     return from_dict(type(obj), data, source)
 
 
+def dump_yaml(data: Any) -> str:
+    """YAML as distill writes it (records, resolved configs): keys in their order, unicode kept."""
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
 def parse_assignments(items: list[str], source: str = "--set") -> dict[str, Any]:
     """`key.sub=value` strings -> {dotted key: YAML-typed value}."""
+    import yaml
+
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")

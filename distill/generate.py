@@ -24,12 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from distill.config import option, to_dict
+from distill.config import dump_yaml, option, to_dict
 from distill.errors import EnvFailure, UserError
 from distill.filters.readability import RowChecksConfig
-from distill.hub import check_token, push_dataset
 from distill.lock import output_lock
 from distill.log import console, progress
 from distill.problems import DatasetSpec, Problem, in_shard, load_problems, parse_shard
@@ -187,6 +184,8 @@ def generate(
     """Generate (or resume) a trace corpus; returns the run's stats (also in stats.json)."""
     started = time.time()
     if cfg.push_to_hub:
+        from distill.hub import check_token  # the Hub client and cards: only for a push
+
         check_token()  # a bad token fails now, not after a 10-hour run
     profile = profile or load_profile(cfg.teacher)
     shard = parse_shard(cfg.shard)
@@ -522,10 +521,12 @@ def _finish(
     atomic_write_json(out / "stats.json", stats)
     resolved = {"generate": to_dict(cfg), "teacher": to_dict(profile)}
     atomic_write_bytes(
-        out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True).encode()
+        out / "config.yaml", dump_yaml(resolved).encode()
     )
     _print_summary(out, stats)
     if cfg.push_to_hub:
+        from distill.hub import push_dataset
+
         push_dataset(out, cfg.push_to_hub, private=cfg.private)
     return stats
 

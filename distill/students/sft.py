@@ -16,11 +16,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from distill import hub
 from distill.cards import HYPERPARAMETERS, write_model_card
-from distill.config import bundled, writing_model
+from distill.config import bundled, dump_yaml, writing_model
 from distill.errors import EnvFailure, UserError
 from distill.log import progress
 from distill.plots import curves, log_series
@@ -350,7 +348,7 @@ def _finalize(
            title=f"distill train {recipe.name}: training loss", ylabel="loss")  # fmt: skip
     atomic_write_bytes(
         output / "distill_train.yaml",
-        yaml.safe_dump(record, sort_keys=False, allow_unicode=True).encode(),
+        dump_yaml(record).encode(),
     )
     write_model_card(output)  # reads distill_train.yaml
 

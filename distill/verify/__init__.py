@@ -12,9 +12,6 @@ from typing import Any
 
 from distill.config import option
 from distill.verdict import Verdict, undecided
-from distill.verify.choice import check_choice
-from distill.verify.code_tests import check_code
-from distill.verify.maths import check_math
 from distill.verify.sandbox import SandboxLimits
 
 
@@ -68,6 +65,11 @@ def check_correctness(
     row: dict[str, Any], cfg: VerifyConfig, timeout: int | None = None
 ) -> Verdict:
     """`timeout`: math-verify's own limit; None when a pool enforces `verify_timeout`."""
+    # the checkers come with the first check (the worker pool's fork server preloads them),
+    # not with every import of VerifyConfig (`distill --help` among them)
+    from distill.verify.choice import check_choice
+    from distill.verify.code_tests import check_code
+    from distill.verify.maths import check_math
 
     domain, answer = row.get("domain"), row.get("answer") or ""
     gold = load_reference(row.get("reference"))
