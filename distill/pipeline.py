@@ -445,9 +445,14 @@ def _hint(key: str, known: list[str]) -> str:
 # --- lineage ----------------------------------------------------------------------------------
 
 
+HASHED_BYTES = 16 * 1024 * 1024  # files up to this size count by content, bigger ones by size + mtime
+
+
 def fingerprint(path: Path) -> str:
-    """Size and mtime of a file, or of every file under a folder (hidden files and the
-    eval_results that `distill eval` writes beside the weights it measured left out)."""
+    """What a file, or every file under a folder, holds (hidden files and the eval_results that
+    `distill eval` writes beside the weights it measured left out): small files by content, so a
+    fresh checkout or a copy of the same data is the same input; big ones (weights, large
+    shards) by size and modification time, which reading gigabytes on every status would cost."""
     files = [path] if path.is_file() else sorted(
         f for f in path.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(path).parts)
         and not f.name.startswith("eval_results.")
@@ -455,7 +460,11 @@ def fingerprint(path: Path) -> str:
     h = hashlib.sha256()
     for f in files:
         st = f.stat()
-        h.update(f"{f.relative_to(path) if f != path else f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        name = f.relative_to(path) if f != path else f.name
+        if st.st_size <= HASHED_BYTES:
+            h.update(f"{name}\0{hashlib.sha256(f.read_bytes()).hexdigest()}\n".encode())
+        else:
+            h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -565,8 +574,9 @@ def _call(argv: list[str], env: dict[str, str] | None = None) -> int:
 
 def run_stage(p: Pipeline, stage: Stage, digest: str, res: Resources) -> dict[str, Any]:
     """Run, resume or redo one stage, holding its lock; returns its record."""
+    status = state(p, stage.name, digest)  # before we hold its lock, which reads as "running"
     with output_lock(p.output / STATE / "locks" / stage.name, f"distill pipeline stage {stage.name}"):
-        return _run_stage(p, stage, digest, res, state(p, stage.name, digest))
+        return _run_stage(p, stage, digest, res, status)
 
 
 def _run_stage(p: Pipeline, stage: Stage, digest: str, res: Resources, status: str) -> dict[str, Any]:  # fmt: skip
