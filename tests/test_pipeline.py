@@ -15,6 +15,7 @@ import yaml
 from distill import pipeline as pl
 from distill.errors import UserError
 from distill.pipeline import load_pipeline, run_pipeline, shipped_pipelines
+from distill.pipeline import run as plrun
 
 
 def write(path: Path, data: dict) -> Path:
@@ -76,7 +77,7 @@ class Stub:
 )  # fmt: skip
 def test_a_bad_file_is_one_line_before_anything_runs(tmp_path, monkeypatch, edit, message):
     stub = Stub()
-    monkeypatch.setattr(pl, "_call", stub)
+    monkeypatch.setattr(plrun, "_call", stub)
     path = write(tmp_path / "bad.yaml", {"output": str(tmp_path / "run"), "stages": [{"name": "a", "command": "generate"}], **edit})  # fmt: skip
     with pytest.raises(UserError, match=message.replace("$", r"\$").replace("{", r"\{").replace("}", r"\}")):
         run_pipeline(load_pipeline(str(path)))
@@ -85,7 +86,7 @@ def test_a_bad_file_is_one_line_before_anything_runs(tmp_path, monkeypatch, edit
 
 def test_stages_wire_outputs_to_inputs_by_name(tmp_path, monkeypatch):
     stub = Stub()
-    monkeypatch.setattr(pl, "_call", stub)
+    monkeypatch.setattr(plrun, "_call", stub)
     p = load_pipeline(str(chain(tmp_path)))
     run_pipeline(p)
     assert stub.stages() == ["traces", "corpus", "other", "student", "score"]
@@ -98,7 +99,7 @@ def test_stages_wire_outputs_to_inputs_by_name(tmp_path, monkeypatch):
 
 def test_a_rerun_skips_what_is_done_and_a_change_redoes_exactly_it_and_its_descendants(tmp_path, monkeypatch):
     stub = Stub()
-    monkeypatch.setattr(pl, "_call", stub)
+    monkeypatch.setattr(plrun, "_call", stub)
     path = chain(tmp_path)
     run_pipeline(load_pipeline(str(path)))
     stub.calls.clear()
@@ -123,7 +124,7 @@ def test_a_copy_of_the_same_input_is_the_same_input(tmp_path):
 
 
 def test_a_killed_stage_resumes_and_finished_stages_are_kept(tmp_path, monkeypatch):
-    monkeypatch.setattr(pl, "_call", Stub(fail_at="student", code=-9))
+    monkeypatch.setattr(plrun, "_call", Stub(fail_at="student", code=-9))
     path = chain(tmp_path)
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(load_pipeline(str(path)))
@@ -131,7 +132,7 @@ def test_a_killed_stage_resumes_and_finished_stages_are_kept(tmp_path, monkeypat
     digest = pl.digests(p)
     assert [pl.state(p, s.name, digest[s.name]) for s in p.stages] == ["done", "done", "done", "interrupted", "pending"]  # fmt: skip
     stub = Stub()
-    monkeypatch.setattr(pl, "_call", stub)
+    monkeypatch.setattr(plrun, "_call", stub)
     run_pipeline(p)
     assert stub.stages() == ["student", "score"]
     train = stub.calls[0]
@@ -140,14 +141,14 @@ def test_a_killed_stage_resumes_and_finished_stages_are_kept(tmp_path, monkeypat
 
 
 def test_a_failed_stage_stops_the_run_in_one_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(pl, "_call", Stub(fail_at="corpus", code=2))
+    monkeypatch.setattr(plrun, "_call", Stub(fail_at="corpus", code=2))
     with pytest.raises(UserError, match="stage 'corpus' \\(distill filter\\) failed with exit code 2"):
         run_pipeline(load_pipeline(str(chain(tmp_path))))
 
 
 def test_dry_run_and_the_slurm_chain(tmp_path, monkeypatch):
     stub = Stub()
-    monkeypatch.setattr(pl, "_call", stub)
+    monkeypatch.setattr(plrun, "_call", stub)
     p = load_pipeline(str(chain(tmp_path)))
     text = run_pipeline(p, dry_run=True)
     assert text.count("# ") == 5 and "distill train --data=" in text and stub.calls == []
