@@ -106,7 +106,7 @@ def child(configs: list) -> None:
 
 
 def planned(c: tuple) -> dict:
-    from distill.plan import shape_from_config, train_terms
+    from distill.memory import shape_from_config, train_terms
 
     shape = shape_from_config(shape_of(c))
     terms = train_terms(shape, "single", 1, c[6], 4, c[7], c[8], device="cpu")

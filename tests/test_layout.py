@@ -17,7 +17,7 @@ LAYERS = [
     ["rewards"],
     ["cards", "hub"],
     ["generate", "adaptive", "filter", "evaluate"],
-    ["students", "plan", "train"],
+    ["students", "memory", "plan", "train"],
     ["rl", "rl_demo"],
     ["demo", "pipeline_report", "pipeline"],
     ["cli_flags", "commands", "cli"],

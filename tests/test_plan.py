@@ -8,20 +8,16 @@ from pathlib import Path
 import pytest
 
 from distill.errors import UserError
-from distill.plan import (
+from distill.memory import (
     GiB,
-    PlanConfig,
     Shape,
     model_shape,
     model_states,
-    plan,
-    plan_for_recipe,
-    render,
     saved_per_token_layer,
     shape_from_config,
-    stated_gb,
     train_terms,
 )
+from distill.plan import PlanConfig, plan, plan_for_recipe, render, stated_gb
 from distill.students.bases import bases
 from distill.students.recipe import load_recipe
 
