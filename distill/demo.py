@@ -32,8 +32,11 @@ from distill.filters.corpus_checks import CorpusConfig
 from distill.generate import GenerateConfig, generate
 from distill.lock import output_lock
 from distill.log import console, progress
+from distill.metrics import mean_and_stderr, paired_difference
+from distill.plots import curves, grouped_bars, log_series
 from distill.problems import DatasetSpec
 from distill.records import atomic_write_bytes, atomic_write_json
+from distill.rl_demo import RLDemoConfig, run_rl_demo
 from distill.students.recipe import load_recipe
 from distill.students.sft import model_source
 from distill.synthetic import MAX_DIGITS, MIN_DIGITS, operation
@@ -63,6 +66,11 @@ class DemoConfig:
     )
     student_lr: float = option(1e-3, help="Peak learning rate of the students.")
     seed: int = option(0, help="Seed of the problems and the training.")
+    rl: bool = option(
+        False,
+        help="Then R1's RL half (about 10 more minutes): GRPO on the filtered student, and RL on "
+        "the base against distillation, each scored paired on the same held-out problems.",
+    )
 
     def check(self) -> None:
         """Refuse impossible sizes before anything is written."""
@@ -212,24 +220,71 @@ def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
             numbers[f"student_{name}_accuracy"] = _accuracy(evaluate(ecfg, profile))
             numbers["by_op"][f"student_{name}"] = _by_op(ecfg.output, test_file)
         next_stage(len(stages))
+    # the filter's effect, paired over the same held-out problems (their difficulty cancels)
+    numbers["filtered_minus_unfiltered"] = paired_difference(
+        list(_rates(out / "eval" / "sft_unfiltered").values()),
+        list(_rates(out / "eval" / "sft_filtered").values()),
+    )
+    evals = {"teacher": out / "eval" / "teacher", "base": out / "eval" / "untrained",
+             "SFT, unfiltered": out / "eval" / "sft_unfiltered", "SFT, filtered": out / "eval" / "sft_filtered"}  # fmt: skip
+    numbers["plots"] = [str(p) for p in _plots(out, test_file, evals, {
+        "SFT, unfiltered": students["sft_unfiltered"], "SFT, filtered": students["sft_filtered"]})]  # fmt: skip
     numbers["wall_time_s"] = round(time.time() - started, 1)
     atomic_write_json(out / "demo.json", numbers)
     _print(numbers, out)
+    if cfg.rl:
+        sft = numbers["seconds"].get("students: train", 0.0) / 2  # each student's share
+        rl_cfg = RLDemoConfig(student=out / "students" / "filtered", output=out / "rl",
+                              sft_seconds=sft, seed=cfg.seed, max_digits=cfg.max_digits)  # fmt: skip
+        numbers["rl"] = run_rl_demo(rl_cfg.sized() if cfg.quick else rl_cfg)
+        atomic_write_json(out / "demo.json", numbers)
     return numbers
+
+
+def _rates(eval_dir: Path) -> dict[str, float]:
+    """Problem id -> share of its samples verified correct, from an evaluation's verdicts."""
+    import pyarrow.parquet as pq
+
+    tally: dict[str, list[int]] = {}
+    for r in pq.read_table(eval_dir / "samples" / "test.parquet").to_pylist():
+        t = tally.setdefault(r["problem_id"], [0, 0])
+        t[0] += bool(r["correct"])
+        t[1] += 1
+    return {pid: a / n for pid, (a, n) in sorted(tally.items())}
 
 
 def _by_op(eval_dir: Path, test_file: Path) -> dict[str, float]:
     """Accuracy per operation (+, -, ×) from an evaluation's per-sample verdicts."""
-    import pyarrow.parquet as pq
+    return {op: round(m, 4) for op, (m, _) in _by_op_with_error(eval_dir, test_file).items()}
 
+
+def _by_op_with_error(eval_dir: Path, test_file: Path) -> dict[str, tuple[float, float]]:
+    """Per operation: pass@1 and its standard error over that operation's problems."""
     problems = (json.loads(line) for line in test_file.read_text().splitlines())
     op_of = {p["id"]: operation(p) for p in problems}
-    right: dict[str, list[int]] = {}
-    for r in pq.read_table(eval_dir / "samples" / "test.parquet").to_pylist():
-        tally = right.setdefault(op_of[r["problem_id"]], [0, 0])
-        tally[0] += bool(r["correct"])
-        tally[1] += 1
-    return {op: round(a / n, 4) for op, (a, n) in sorted(right.items())}
+    per_op: dict[str, list[float]] = {}
+    for pid, rate in _rates(eval_dir).items():
+        per_op.setdefault(op_of[pid], []).append(rate)
+    return {op: mean_and_stderr(v) for op, v in sorted(per_op.items())}
+
+
+def _plots(out: Path, test_file: Path, evals: dict[str, Path], students: dict[str, Path]) -> list[Path]:
+    """demo.png: pass@1 per operation with standard errors; demo_loss.png: the students' loss."""
+    groups = {name: {op: (100 * m, 100 * se) for op, (m, se) in _by_op_with_error(d, test_file).items()}
+              for name, d in evals.items()}  # fmt: skip
+    for name, folder in evals.items():
+        rates = list(_rates(folder).values())
+        m, se = mean_and_stderr(rates)
+        groups[name]["all"] = (100 * m, 100 * se)
+    made = [grouped_bars(out / "demo.png", groups, title="distill demo: pass@1 on held-out problems (± s.e.)",
+                         ylabel="pass@1 (%)")]  # fmt: skip
+    losses = {}
+    for name, folder in students.items():
+        history = folder / "log_history.json"
+        if history.is_file():
+            losses[name] = log_series(json.loads(history.read_text()), "loss")
+    made.append(curves(out / "demo_loss.png", losses, title="distill demo: the students' SFT loss", ylabel="loss"))  # fmt: skip
+    return [p for p in made if p is not None]
 
 
 def _print(n: dict[str, Any], out: Path) -> None:
@@ -257,3 +312,11 @@ def _print(n: dict[str, Any], out: Path) -> None:
         per_op = [f"{100 * n['by_op'][key].get(op, 0.0):.1f}%" for op in ops]
         table.add_row(label, f"{100 * acc:.1f}%", *per_op)
     console.print(table)
+    d = n["filtered_minus_unfiltered"]
+    console.print(
+        f"filtered - unfiltered, paired over the same {d['problems']} problems: "
+        f"{100 * d['diff']:+.1f} points (95% CI {100 * d['ci95'][0]:+.1f} to {100 * d['ci95'][1]:+.1f})",
+        soft_wrap=True,
+    )
+    for path in n.get("plots", []):
+        console.print(f"plot: {path}", soft_wrap=True)  # a path stays whole to copy

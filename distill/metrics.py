@@ -52,6 +52,19 @@ def bootstrap_ci(
     return means[int(tail * (rounds - 1))], means[int((1 - tail) * (rounds - 1))]
 
 
+def paired_difference(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict[str, Any]:
+    """b - a over the same problems (per-problem pass rates of two models): the mean difference,
+    its standard error and a percentile bootstrap interval. Pairing removes the problems'
+    own difficulty from the noise, so a few hundred problems resolve a few points."""
+    if len(a) != len(b):
+        raise ValueError("paired rates need the same problems")
+    d = [y - x for x, y in zip(a, b, strict=True)]
+    mean, se = mean_and_stderr(d)
+    lo, hi = bootstrap_ci(d, level)
+    return {"diff": round(mean, 4), "se": round(se, 4), "ci95": [round(lo, 4), round(hi, 4)],
+            "problems": len(d)}  # fmt: skip
+
+
 def majority(answers: Sequence[str | None]) -> str | None:
     """The most frequent answer; ties go to the one that appeared first. No answer never wins
     unless nothing else was extracted."""

@@ -13,9 +13,9 @@ confidence interval from the per-problem differences).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -25,6 +25,7 @@ from typing import Any
 from distill.config import bundled, option
 from distill.errors import UserError
 from distill.log import console
+from distill.metrics import paired_difference
 from distill.problems import Problem
 from distill.records import atomic_write_bytes, atomic_write_json
 from distill.rewards import accuracy_scores, parse
@@ -47,19 +48,28 @@ class RLDemoConfig:
     )
     test_problems: int = option(200, help="Held-out problems every model is scored on.")
     eval_samples: int = option(4, help="Samples per held-out problem (pass@1 over them).")
-    train_problems: int = option(400, help="Candidate training problems for the RL runs.")
+    train_problems: int = option(200, help="Candidate training problems for the RL runs.")
     band: str = option(
         "0.1,0.7",
         help="Pass-rate band of the student's training problems (its own k samples each): the "
         "difficulty-aware data of `distill rl --pass-rate-band`.",
     )
-    band_samples: int = option(8, help="Samples per candidate problem for its pass rate.")
+    band_samples: int = option(4, help="Samples per candidate problem for its pass rate.")
     student_steps: int = option(40, help="GRPO steps on the SFT student (8 problems x 8 each).")
     student_lr: float = option(2e-5, help="Learning rate of the student's GRPO.")
-    base_steps: int = option(120, help="GRPO steps on the base (R1-Zero route).")
+    base_steps: int | None = option(
+        None,
+        help="GRPO steps on the base (R1-Zero route); default: as many as fit in the wall time "
+        "the student's SFT took, at the student's GRPO step time (comparable compute).",
+    )
     max_digits: int = option(3, help="Longest operand (as the demo's).")
     seed: int = option(0, help="Seed of problems, sampling and training.")
     progress: bool = option(True, help="Progress bars.", cli=False)
+
+    def sized(self) -> RLDemoConfig:
+        """`distill demo --quick --rl`: every part runs, at sizes that only show it works."""
+        return dataclasses.replace(self, test_problems=40, eval_samples=2, train_problems=80,
+                                   band_samples=2, student_steps=4, base_steps=4)  # fmt: skip
 
 
 # --- scoring -------------------------------------------------------------------------------
@@ -103,15 +113,6 @@ def pass_rates(model_dir: str, problems: list[Problem], recipe_name: str, n: int
     scores = accuracy_scores(parsed, rows, verify or VerifyConfig())
     ok = [s.value == 1.0 for s in scores]
     return [sum(ok[i * n : (i + 1) * n]) / n for i in range(len(problems))]
-
-
-def paired(a: list[float], b: list[float]) -> dict[str, float]:
-    """b - a over the same problems: mean difference and its 95% CI (normal approximation)."""
-    d = [y - x for x, y in zip(a, b, strict=True)]
-    mean = statistics.fmean(d)
-    se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else 0.0
-    return {"diff": round(mean, 4), "ci95": [round(mean - 1.96 * se, 4), round(mean + 1.96 * se, 4)],
-            "se": round(se, 4), "problems": len(d)}  # fmt: skip
 
 
 def _mean(rates: list[float]) -> float:
@@ -171,34 +172,36 @@ def run_rl_demo(cfg: RLDemoConfig) -> dict[str, Any]:
     rates = timed("student pass rates", pass_rates, str(cfg.student), candidates, "tiny", cfg.band_samples, seed + 1)  # fmt: skip
     lo, hi = (float(x) for x in cfg.band.split(","))
     band = [p for p, r in zip(candidates, rates, strict=True) if lo <= r <= hi]
-    band_file = _jsonl(out / "data" / "student-band.jsonl", band)
+    few = len(band) < 16  # fewer than two generation rounds of problems: train on them all
+    band_file = _jsonl(out / "data" / "student-band.jsonl", candidates if few else band)
     student_rl = out / "student-grpo"
     grpo = {"max_steps": cfg.student_steps, "learning_rate": cfg.student_lr, "temperature": 0.7,
-            "per_device_train_batch_size": 64}  # fmt: skip
+            "per_device_train_batch_size": 64, "save_strategy": "no"}  # fmt: skip
     stats, guard = timed("grpo student", _run, RLConfig(data=str(band_file), output=student_rl, recipe="tiny",
                          model=str(cfg.student), progress=cfg.progress), grpo)  # fmt: skip
     after = timed("eval student+grpo", pass_rates, str(student_rl), test, "tiny", k, seed) if guard is None else before  # fmt: skip
-    numbers["student"] = {"before": _mean(before), "after": _mean(after), "paired": paired(before, after),
-                          "band": {"band": [lo, hi], "kept": len(band), "of": len(candidates)},
+    numbers["student"] = {"before": _mean(before), "after": _mean(after), "paired": paired_difference(before, after),
+                          "band": {"band": [lo, hi], "kept": len(band), "of": len(candidates),
+                                   "trained_on_all": few},
                           "grpo": stats, "guard": guard}  # fmt: skip
 
-    # 2. R1's distillation finding: RL on the base alone vs the distilled student
-    zero_template, zero_guard = timed("grpo base r1-zero template", _run, RLConfig(
-        data=str(train), output=out / "base-grpo-r1zero", recipe="tiny-zero", progress=cfg.progress),
-        {"max_steps": cfg.base_steps})  # fmt: skip
+    # 2. R1's distillation finding: RL on the base alone vs distillation into it, at comparable
+    #    compute: as many GRPO steps on the base as the student's SFT took in wall time
+    sft_seconds = cfg.sft_seconds or _sft_seconds(cfg.student)
+    step_s = stats.get("s_per_step") or 1.0
+    steps = cfg.base_steps or max(4, round((sft_seconds or 60.0) / step_s))
     base_own = timed("eval base", pass_rates, base, test, "tiny-zero-plain", k, seed)
     base_rl_dir = out / "base-grpo"
     base_stats, base_guard = timed("grpo base", _run, RLConfig(data=str(train), output=base_rl_dir,
-                                   recipe="tiny-zero-plain", progress=cfg.progress), {"max_steps": cfg.base_steps})  # fmt: skip
+                                   recipe="tiny-zero-plain", progress=cfg.progress), {"max_steps": steps, "save_strategy": "no"})  # fmt: skip
     base_rl = timed("eval base+grpo", pass_rates, str(base_rl_dir), test, "tiny-zero-plain", k, seed) if base_guard is None else base_own  # fmt: skip
-    sft_seconds = cfg.sft_seconds or _sft_seconds(cfg.student)
     numbers["distillation"] = {
-        "base_r1_zero_template": {"guard": zero_guard, "grpo": zero_template},
         "base_own_format": _mean(base_own),
         "base_grpo_pass@1": _mean(base_rl),
-        "base_grpo_vs_base": paired(base_own, base_rl),
+        "base_grpo_vs_base": paired_difference(base_own, base_rl),
         "distilled_student": _mean(before),
-        "distilled_vs_base_grpo": paired(base_rl, before),
+        "distilled_vs_base_grpo": paired_difference(base_rl, before),
+        "base_grpo_steps": steps,
         "base_grpo_wall_s": base_stats.get("wall_time_s"),
         "sft_wall_s": sft_seconds,
         "base_grpo_run": base_stats,

@@ -59,6 +59,12 @@ def test_quick_demo_runs_the_whole_pipeline_with_sane_numbers(tmp_path):
     for folder in ("traces", "corpus", "students/filtered", "students/unfiltered", "eval/teacher"):
         assert (out / folder).is_dir(), folder
     assert "student after SFT on filtered traces" in r.stderr
+    # the filter's effect, paired over the same held-out problems, with its interval
+    d = numbers["filtered_minus_unfiltered"]
+    assert d["problems"] == 48 and d["ci95"][0] <= d["diff"] <= d["ci95"][1]
+    assert "paired over the same 48 problems" in r.stderr
+    for plot in ("demo.png", "demo_loss.png"):
+        assert (out / plot).stat().st_size > 5000 and f"plot: {out / plot}" in r.stderr
     # evaluating the bundled teacher and base leaves the installed package untouched
     assets = Path(distill.__file__).parent / "assets"
     assert not list(assets.glob("*/eval_results.*"))
