@@ -259,28 +259,21 @@ def _evaluate(
 
 
 def _print(results: dict[str, dict[str, Any]], model: str) -> None:
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"distill eval: {model}")
-    for col in (
-        "benchmark",
-        "problems",
-        "k",
-        "pass@1",
-        "95% CI",
-        "cons@k",
-        "pass@k",
-        "mean tokens",
-        "truncated",
-        "failed",
-    ):
-        table.add_column(col, justify="left" if col == "benchmark" else "right")
+    # problems x samples beside the name, light borders: the table fits an 80-column terminal
+    # (pass@k and the rest are in results.md)
+    table = Table(title=f"distill eval: {model}", box=box.SIMPLE_HEAD)
+    table.add_column("benchmark (problems x k)", min_width=16)
+    for col in ("pass@1", "95% CI", "cons@k", "tokens", "truncated", "failed"):
+        table.add_column(col, justify="right", no_wrap=True)
     for name, m in results.items():
         k = m["samples"]
         table.add_row(
-            name, str(m["problems"]), str(k), f"{100 * m['pass@1']:.1f} ± {100 * m['pass@1_stderr']:.1f}",
+            f"{name} ({m['problems']} x {k})", f"{100 * m['pass@1']:.1f}±{100 * m['pass@1_stderr']:.1f}",
             f"{100 * m['pass@1_ci95'][0]:.1f}-{100 * m['pass@1_ci95'][1]:.1f}",
-            f"{100 * m[f'cons@{k}']:.1f}", f"{100 * m[f'pass@{k}']:.1f}", f"{m['mean_response_tokens']:.0f}",
-            f"{100 * m['truncated_share']:.1f}%", str(m["failed"]),
+            f"{100 * m[f'cons@{k}']:.1f}", f"{m['mean_response_tokens']:.0f}",
+            f"{100 * m['truncated_share']:.0f}%", str(m["failed"]),
         )  # fmt: skip
     console.print(table)

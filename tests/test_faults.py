@@ -234,6 +234,10 @@ def test_an_empty_kept_split_reads_as_zero_rows_with_its_columns(tmp_path):
     ds = datasets.load_dataset("parquet", data_files=files, split="train", streaming=True)
     other = datasets.load_dataset("parquet", data_files=str(tmp_path / "o" / "rejected" / "*.parquet"), split="train")
     assert list(ds) == [] and ds.features == other.features
+    # training on it: one line, before a model is loaded, and no model folder left behind
+    r = distill("train", "--student", "tiny", "--data", tmp_path / "o", "--output", tmp_path / "m")
+    one_error_line(r, 2, "no training examples (0 rows")
+    assert not (tmp_path / "m").exists()
 
 
 # --- 2. a failing endpoint gives no score ---------------------------------------------------

@@ -88,6 +88,7 @@ def run_grpo(
     GuardTripped after the stats and the run so far are written."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import GRPOTrainer
 
     path = bundled(cfg.model or recipe.base_model)
@@ -113,6 +114,9 @@ def run_grpo(
         callbacks.append(checkpoint_pusher(cfg.push_to_hub, cfg.private))
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
                           processing_class=tok, callbacks=callbacks)  # fmt: skip
+    # TRL's raw step dicts and tqdm bar: our bar shows the numbers, metrics.json keeps them all
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
     last = last_checkpoint(cfg.output) if cfg.resume else None
     if cfg.resume and last is None:
         log.warning("--resume: no checkpoint in %s, starting from the beginning", cfg.output)
