@@ -120,6 +120,8 @@ def setup_logging(
     everything, libraries included. Returns the log file's path."""
     # vLLM logs through the root logger instead of its own stdout handler: to the file
     os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
+    if not verbose:  # huggingface_hub's and transformers' tqdm bars ("Loading weights"): ours show progress
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     screen = RichHandler(console=console, show_path=False, rich_tracebacks=True)
     screen.addFilter(_for_screen(verbose))
     handlers: list[logging.Handler] = [screen]
