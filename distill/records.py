@@ -53,11 +53,12 @@ COLUMNS = [
     ("teacher", "string"),
     ("sampling", "string"),
     ("error", "string"),
+    # JSON of the row's per-row checks ({"passed", "reasons", "checks"}) where `distill generate
+    # --until-correct` verified it, else null. Every shard has it, so a corpus topped up with
+    # verdicts still loads as one table (datasets refuses shards whose columns differ).
+    ("verdict", "string"),
 ]
 FIELDS = [name for name, _ in COLUMNS]
-# JSON of the row's per-row checks ({"passed", "reasons", "checks"}) where `distill generate
-# --until-correct` verified it, else null. Every shard has the column, so a corpus topped up
-# with verdicts still loads as one table (datasets refuses shards whose columns differ).
 VERDICT = "verdict"
 
 
@@ -65,7 +66,7 @@ VERDICT = "verdict"
 def schema() -> pa.Schema:
     import pyarrow as pa
 
-    return pa.schema([(name, getattr(pa, tp)()) for name, tp in [*COLUMNS, (VERDICT, "string")]])
+    return pa.schema([(name, getattr(pa, tp)()) for name, tp in COLUMNS])
 
 
 def with_verdict_column(table: pa.Table) -> pa.Table:

@@ -179,7 +179,7 @@ def test_the_gpu_chain_is_r1s_four_stages_plus_distillation_on_slurm(tmp_path):
 
 
 @pytest.mark.slow
-def test_r1_tiny_quick_runs_every_stage_resumes_after_a_kill_and_redoes_only_a_change(tmp_path):
+def test_r1_tiny_quick_runs_every_stage_resumes_after_a_kill_and_a_rerun_redoes_nothing(tmp_path):
     out = tmp_path / "r1"
     env = {**os.environ, "COLUMNS": "120"}
     cmd = [sys.executable, "-m", "distill.cli", "pipeline", "run", "r1-tiny-quick", "--output", str(out)]
@@ -205,9 +205,10 @@ def test_r1_tiny_quick_runs_every_stage_resumes_after_a_kill_and_redoes_only_a_c
     assert "eval_student" in report and (out / "report.png").stat().st_size > 1000
     results = json.loads((out / "eval_student" / "results.json").read_text())
     assert results["benchmarks"]
-    # one setting of the last SFT changed: exactly it and the eval after it run again
-    r = subprocess.run([*cmd, "--set", "student_sft.max_steps=31"], env=env, capture_output=True, text=True, timeout=1800)
+    # the same command again: the real outputs, files and fingerprints read as unchanged, so
+    # nothing runs (a changed setting redoing exactly its stage and descendants is checked on
+    # the same machinery above, without the minutes of training)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     again = {f.stem: json.loads(f.read_text()) for f in (out / ".pipeline").glob("*.json")}
-    redone = sorted(n for n in again if again[n]["started"] != after[n]["started"])
-    assert redone == ["eval_student", "student_sft"], redone
+    assert again == after and r.stderr.count("done, skipped") == len(after)

