@@ -48,7 +48,7 @@ class RLDemoConfig:
     )
     test_problems: int = option(200, help="Held-out problems every model is scored on.")
     eval_samples: int = option(4, help="Samples per held-out problem (pass@1 over them).")
-    train_problems: int = option(200, help="Candidate training problems for the RL runs.")
+    train_problems: int = option(800, help="Candidate training problems for the RL runs.")
     band: str = option(
         "0.1,0.7",
         help="Pass-rate band of the student's training problems (its own k samples each): the "
