@@ -170,9 +170,10 @@ def filter_verdicts(out: Path) -> dict[str, dict]:
 
 
 def run_filter(
-    rows: list[dict], work: Path, workers: int | None, verify_timeout: float = 10.0
+    rows: list[dict], work: Path, workers: int | None, verify_timeout: float = 10.0, dedup: bool = True
 ) -> tuple[float, dict]:
     from distill.filter import FilterConfig, filter_corpus
+    from distill.filters.corpus_checks import CorpusConfig
     from distill.verify import VerifyConfig
 
     src, out = work / f"in-{len(rows)}-{time.time_ns()}", work / f"out-{time.time_ns()}"
@@ -183,6 +184,8 @@ def run_filter(
         verify=VerifyConfig(workers=workers, verify_timeout=verify_timeout),
         progress=False,
         report=False,
+        # the code corpus's problems share their wording: near-duplicate detection would drop them
+        corpus=CorpusConfig() if dedup else CorpusConfig(dedup=False, near_dup_threshold=0.0),
     )
     t = time.perf_counter()
     report = filter_corpus(cfg)
@@ -261,7 +264,7 @@ def code_benchmark(args: argparse.Namespace, work: Path, cores: int) -> None:
     rows = code_rows(args.code_problems, args.code_samples, args.code_tests)
     workers = min(cores, args.workers or cores)
     floor = python_start_floor()
-    elapsed, report = run_filter(rows, work, args.workers)
+    elapsed, report = run_filter(rows, work, args.workers, dedup=False)
     verdicts = {k: {"ok": v["ok"], "passed": v.get("passed", 0)} for k, v in report["verdicts"].items()}
     ran = tests_run(verdicts)
     ours = ran / elapsed

@@ -99,7 +99,9 @@ def run(code, i, per_test, cpu, cap, report):
             "stdout": bufs[out_r][:cap].decode("utf-8", "replace"),
             "stderr": bufs[err_r][-2000:].decode("utf-8", "replace")}
 
-def main(source, stdins, per_test, cpu, cap):
+def main(source, stdins, per_test, cpu, cap, preload):
+    for name in preload:  # the preamble's stdlib modules: each child finds them imported
+        __import__(name)
     code = compile(source, "solution.py", "exec")
     ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: no /proc/<harness>/fd, no ptrace
     report = os.dup(1)
@@ -129,11 +131,13 @@ def run_each(
     stdins: list[str],
     limits: SandboxLimits | None = None,
     passed: Callable[[int, TestRun], bool] | None = None,
+    preload: tuple[str, ...] = (),
 ) -> tuple[list[TestRun], RunResult]:
     """Run `program` once per stdin, each in a fresh process inside one sandbox. `passed(i, run)`
     (the caller's comparison, outside the sandbox) returning False stops the batch there. Returns
     the runs in order (fewer when stopped or when the batch died: the missing ones count as
-    failed) and the sandbox's own result."""
+    failed) and the sandbox's own result. `preload`: stdlib modules the harness imports before
+    it forks, so no test pays for importing what the program's preamble imports."""
     limits = limits or SandboxLimits()
     runs: list[TestRun] = []
     seen = [0]  # bytes of the report already parsed
@@ -158,6 +162,6 @@ def run_each(
         max_output_kb=(limits.max_output_kb + 4) * (len(stdins) + 1),
     )
     payload = json.dumps([program, stdins, limits.timeout, limits.cpu_seconds,
-                          limits.max_output_kb * 1024])  # fmt: skip
+                          limits.max_output_kb * 1024, list(preload)])  # fmt: skip
     result = run_python(HARNESS, payload, whole, watch=watch)
     return runs, result

@@ -28,6 +28,9 @@ from heapq import *
 from bisect import *
 from functools import *
 """
+# what PREAMBLE imports (and the harness of a batch imports once, before its forks)
+PREAMBLE_MODULES = ("typing", "collections", "math", "itertools", "heapq", "bisect", "functools",
+                    "string", "re", "sys", "json")  # fmt: skip
 BLOCK = re.compile(r"```[ \t]*(python3?|py)?[ \t]*\n(.*?)```", re.S | re.I)
 # Call-based tests (fn_name): the child calls the function on one test's arguments and prints
 # the JSON of what it returned after a marker line; the comparison happens outside the
@@ -124,7 +127,7 @@ def check_code(reference: str | None, answer: str, limits: SandboxLimits | None 
     if len(cases) > 1:  # one program, many stdins: one sandbox, a fresh process per test
         results, sandbox = run_each(
             cases[0][0], [stdin for _, stdin, _ in cases], limits,
-            passed=lambda i, run: _passes(cases[i][2], run.status, run.stdout),
+            passed=lambda i, run: _passes(cases[i][2], run.status, run.stdout), preload=PREAMBLE_MODULES,
         )  # fmt: skip
         outcomes = [(r.status, r.stdout, r.stderr) for r in results]
         isolation = sandbox.isolation
