@@ -157,6 +157,7 @@ def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
                     output=out / "traces",
                     data=DatasetSpec(dataset=str(train_file)),
                     samples=cfg.samples,
+                    report=False,  # the demo's own table says what matters
                 ),
                 teacher_profile,
                 teacher,
@@ -166,6 +167,7 @@ def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
                 benchmark=[str(test_file)],
                 output=out / "eval" / "teacher",
                 samples=cfg.eval_samples,
+                report=False,
             )
             numbers["teacher_accuracy"] = _accuracy(evaluate(ecfg, teacher_profile, teacher))
             numbers["by_op"] = {"teacher": _by_op(ecfg.output, test_file)}
@@ -178,7 +180,7 @@ def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
         # would confuse "kept by the filter" with "distinct".
         corpus_cfg = CorpusConfig(dedup=False, near_dup_threshold=0.0)
         report = filter_corpus(
-            FilterConfig(input=out / "traces", output=out / "corpus", corpus=corpus_cfg)
+            FilterConfig(input=out / "traces", output=out / "corpus", corpus=corpus_cfg, report=False)
         )
         numbers["kept_fraction"] = report["counts"]["kept_fraction"]
         numbers["traces"] = report["counts"]["in"]
@@ -214,9 +216,8 @@ def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
         for name, folder in students.items():
             profile = load_profile("tiny", {"model": str(folder)})
-            ecfg = EvalConfig(
-                benchmark=[str(test_file)], output=out / "eval" / name, samples=cfg.eval_samples
-            )
+            ecfg = EvalConfig(benchmark=[str(test_file)], output=out / "eval" / name,
+                              samples=cfg.eval_samples, report=False)  # fmt: skip
             numbers[f"student_{name}_accuracy"] = _accuracy(evaluate(ecfg, profile))
             numbers["by_op"][f"student_{name}"] = _by_op(ecfg.output, test_file)
         next_stage(len(stages))

@@ -82,6 +82,7 @@ class EvalConfig:
     )
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     progress: bool = option(True, help="Show progress bars.", cli=False)
+    report: bool = option(True, help="Print the results table at the end.", cli=False)
 
     def __post_init__(self) -> None:
         if self.samples is not None and self.samples < 1:
@@ -218,9 +219,8 @@ def _evaluate(
     try:
         for name, spec in benchmarks.items():
             corpus = cfg.output / "generations" / name
-            gcfg = GenerateConfig(
-                output=corpus, data=spec, samples=samples_for(cfg, name), progress=cfg.progress
-            )
+            gcfg = GenerateConfig(output=corpus, data=spec, samples=samples_for(cfg, name),
+                                  progress=cfg.progress, report=False)  # fmt: skip
             if teacher is None:
                 teacher = make_teacher(profile)
             log.info("%s: generating %d samples per problem", name, samples_for(cfg, name))
@@ -252,9 +252,10 @@ def _evaluate(
     if (model_dir / "config.json").is_file() and ASSETS.resolve() not in model_dir.parents:
         atomic_write_bytes(model_dir / "eval_results.md", text.encode())
         atomic_write_json(model_dir / "eval_results.json", report)
-    _print(results, profile.model)
-    if (cfg.output / "pass_at_1.png").is_file():
-        console.print(f"plot: {cfg.output / 'pass_at_1.png'}", soft_wrap=True)
+    if cfg.report:
+        _print(results, profile.model)
+        if (cfg.output / "pass_at_1.png").is_file():
+            console.print(f"plot: {cfg.output / 'pass_at_1.png'}", soft_wrap=True)
     return report
 
 

@@ -91,6 +91,7 @@ class GenerateConfig:
     )
     private: bool = option(False, help="Create the Hub repo private.")
     progress: bool = option(True, help="Show a progress bar.", cli=False)
+    report: bool = option(True, help="Print the summary table at the end.", cli=False)
 
     def __post_init__(self) -> None:
         if self.samples < 1:
@@ -523,7 +524,8 @@ def _finish(
     atomic_write_bytes(
         out / "config.yaml", dump_yaml(resolved).encode()
     )
-    _print_summary(out, stats)
+    if cfg.report:
+        _print_summary(out, stats)
     if cfg.push_to_hub:
         from distill.hub import push_dataset
 
