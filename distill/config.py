@@ -287,6 +287,26 @@ def override(obj: Any, overrides: Mapping[str, Any], source: str = "command line
     return from_dict(type(obj), data, source)
 
 
+def load_recipe_file(
+    cls: type, name_or_path: str, directory: Path, what: str,
+    extra: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None,
+) -> Any:  # fmt: skip
+    """A shipped recipe (by name, from `directory`) or a YAML path, as `cls`; `extra` (a
+    recipe-shaped mapping from --config) merges in, a mapping field key by key, then dotted
+    `overrides` (flags)."""
+    path = shipped_yaml(name_or_path, directory, what)
+    data = load_yaml(path)
+    data.setdefault("name", path.stem)
+    recipe = from_dict(cls, data, str(path))
+    if extra:
+        merged = dataclasses.asdict(recipe)
+        for key, value in extra.items():
+            nested = isinstance(value, dict) and isinstance(merged.get(key), dict)
+            merged[key] = {**merged[key], **value} if nested else value
+        recipe = from_dict(cls, merged, "--config")
+    return override(recipe, overrides or {})
+
+
 def dump_yaml(data: Any) -> str:
     """YAML as distill writes it (records, resolved configs): keys in their order, unicode kept."""
     import yaml

@@ -11,12 +11,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from distill.config import (
-    from_dict,
-    load_yaml,
+    load_recipe_file,
     option,
-    override,
     shipped,
-    shipped_yaml,
 )
 from distill.errors import UserError
 from distill.prompts import (
@@ -25,7 +22,7 @@ from distill.prompts import (
 from distill.rewards import (
     STYLES,
 )
-from distill.students.recipe import DistributedConfig, convert_sft_value
+from distill.students.recipe import DistributedConfig, convert_sft_value, parse_trl_args, trl_fields
 from distill.verify import VerifyConfig
 
 log = logging.getLogger(__name__)
@@ -166,25 +163,13 @@ def load_rl_recipe(
 ) -> RLRecipe:
     """A shipped recipe by name or a YAML path; `extra` (--config) merges in, then dotted
     `overrides` (flags)."""
-    path = shipped_yaml(name_or_path, RECIPES_DIR, "rl recipe")
-    data = load_yaml(path)
-    data.setdefault("name", path.stem)
-    recipe = from_dict(RLRecipe, data, str(path))
-    if extra:
-        merged = dataclasses.asdict(recipe)
-        for key, value in extra.items():
-            if key in ("grpo", "rewards", "guards", "distributed") and isinstance(value, dict):
-                merged[key] = {**merged[key], **value}
-            else:
-                merged[key] = value
-        recipe = from_dict(RLRecipe, merged, "--config")
-    return override(recipe, overrides or {})
+    return load_recipe_file(RLRecipe, name_or_path, RECIPES_DIR, "rl recipe", extra, overrides)
 
 
 def grpo_fields() -> dict[str, dataclasses.Field]:
     from trl import GRPOConfig
 
-    return {f.name: f for f in dataclasses.fields(GRPOConfig) if f.init}
+    return trl_fields(GRPOConfig)
 
 
 def parse_grpo_args(args: list[str]) -> dict[str, Any]:
@@ -192,24 +177,8 @@ def parse_grpo_args(args: list[str]) -> dict[str, Any]:
     if not args:
         return {}  # TRL takes seconds to import: not for a run without GRPOConfig flags
     fields = grpo_fields()
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--"):
-            raise UserError(f"unexpected argument {arg!r}")
-        name, eq, value = arg[2:].partition("=")
-        name = name.replace("-", "_")
-        check_grpo_name(name, fields, f"--{name}: not a distill rl option nor a GRPOConfig field")
-        if not eq:
-            if i + 1 < len(args) and not args[i + 1].startswith("--"):
-                value = args[i + 1]
-                i += 1
-            else:
-                value = "true"
-        out[name] = convert_sft_value(name, value, fields[name])
-        i += 1
-    return out
+    message = "not a distill rl option nor a GRPOConfig field"
+    return parse_trl_args(args, fields, lambda n: check_grpo_name(n, fields, f"--{n}: {message}"))
 
 
 def check_grpo_name(name: str, fields: dict[str, Any], message: str) -> None:

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from distill.config import (
-    from_dict,
-    load_yaml,
+    load_recipe_file,
     option,
-    override,
     shipped,
-    shipped_yaml,
     type_name,
 )
 from distill.errors import UserError
@@ -96,32 +94,27 @@ def template_text(name: str) -> str:
 def load_recipe(
     name_or_path: str, extra: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None
 ) -> StudentRecipe:
-    """A shipped recipe by name or a YAML path; `extra` (a recipe-shaped mapping from
-    --config) merges in, then dotted `overrides` (flags)."""
-    path = shipped_yaml(name_or_path, RECIPES_DIR, "student recipe")
-    data = load_yaml(path)
-    data.setdefault("name", path.stem)
-    recipe = from_dict(StudentRecipe, data, str(path))
-    if extra:
-        merged = dataclasses.asdict(recipe)
-        for key, value in extra.items():
-            if key in ("sft", "model_config", "distributed", "lora") and isinstance(value, dict):
-                merged[key] = {**merged[key], **value}
-            else:
-                merged[key] = value
-        recipe = from_dict(StudentRecipe, merged, "--config")
-    return override(recipe, overrides or {})
+    """A shipped recipe by name or a YAML path; `extra` (--config) merges in, then dotted
+    `overrides` (flags)."""
+    return load_recipe_file(StudentRecipe, name_or_path, RECIPES_DIR, "student recipe", extra, overrides)
+
+
+def trl_fields(config: type) -> dict[str, dataclasses.Field]:
+    """The init fields of a TRL config dataclass (SFTConfig, GRPOConfig): what flags may set."""
+    return {f.name: f for f in dataclasses.fields(config) if f.init}
 
 
 def sft_fields() -> dict[str, dataclasses.Field]:
     from trl import SFTConfig
 
-    return {f.name: f for f in dataclasses.fields(SFTConfig) if f.init}
+    return trl_fields(SFTConfig)
 
 
-def parse_sft_args(args: list[str]) -> dict[str, Any]:
-    """`--learning_rate 1e-5 --packing --num-train-epochs=3` -> typed SFTConfig overrides."""
-    fields = sft_fields()
+def parse_trl_args(
+    args: list[str], fields: dict[str, dataclasses.Field], check: Callable[[str], None]
+) -> dict[str, Any]:
+    """`--learning_rate 1e-5 --packing --num-train-epochs=3` -> typed TRL config overrides;
+    `check(name)` raises for a name that may not be set."""
     out: dict[str, Any] = {}
     i = 0
     while i < len(args):
@@ -130,10 +123,7 @@ def parse_sft_args(args: list[str]) -> dict[str, Any]:
             raise UserError(f"unexpected argument {arg!r}")
         name, eq, value = arg[2:].partition("=")
         name = name.replace("-", "_")
-        if name not in fields:
-            close = difflib.get_close_matches(name, list(fields), n=1)
-            hint = f" (did you mean --{close[0]}?)" if close else ""
-            raise UserError(f"--{name}: not a distill train option nor an SFTConfig field{hint}")
+        check(name)
         if not eq:
             if i + 1 < len(args) and not args[i + 1].startswith("--"):
                 value = args[i + 1]
@@ -143,6 +133,19 @@ def parse_sft_args(args: list[str]) -> dict[str, Any]:
         out[name] = convert_sft_value(name, value, fields[name])
         i += 1
     return out
+
+
+def parse_sft_args(args: list[str]) -> dict[str, Any]:
+    """`--learning_rate 1e-5 --packing --num-train-epochs=3` -> typed SFTConfig overrides."""
+    fields = sft_fields()
+
+    def check(name: str) -> None:
+        if name not in fields:
+            close = difflib.get_close_matches(name, list(fields), n=1)
+            hint = f" (did you mean --{close[0]}?)" if close else ""
+            raise UserError(f"--{name}: not a distill train option nor an SFTConfig field{hint}")
+
+    return parse_trl_args(args, fields, check)
 
 
 def convert_sft_value(name: str, value: Any, f: dataclasses.Field) -> Any:
