@@ -307,6 +307,18 @@ def load_recipe_file(
     return override(recipe, overrides or {})
 
 
+def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """{"data.dataset": x} -> {"data": {"dataset": x}}: flags by dotted path as a config mapping."""
+    nested: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        node = nested
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return nested
+
+
 def dump_yaml(data: Any) -> str:
     """YAML as distill writes it (records, resolved configs): keys in their order, unicode kept."""
     import yaml

@@ -34,7 +34,7 @@ from distill.lock import output_lock
 from distill.log import console
 from distill.plan import plan_for_recipe
 from distill.records import atomic_write_bytes, atomic_write_json
-from distill.students.launch import accelerate_command, command_text, slurm_script
+from distill.students.launch import accelerate_command, command_text, slurm_script, write_sbatch
 from distill.students.recipe import StudentRecipe, load_recipe, sft_fields, validate_sft
 from distill.students.sft import run_sft
 
@@ -143,16 +143,7 @@ def launch(cfg: TrainConfig, recipe: StudentRecipe, resolved: Path) -> str:
     script = slurm_script(recipe, args, cfg.output)
     if cfg.dry_run:
         return script
-    path = cfg.output / "train.sbatch"
-    atomic_write_bytes(path, script.encode())
-    if not cfg.submit:
-        console.print(f"wrote {path}; submit it with: sbatch {path}")
-        return script
-    out = subprocess.run(["sbatch", str(path)], capture_output=True, text=True)
-    if out.returncode:
-        raise UserError(f"sbatch failed: {out.stderr.strip() or out.stdout.strip()}")
-    console.print(out.stdout.strip())
-    return script
+    return write_sbatch(script, cfg.output / "train.sbatch", cfg.submit)
 
 
 def resolve(

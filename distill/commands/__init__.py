@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from distill.config import from_dict, load_yaml, override
+from distill.config import from_dict, load_yaml, nest, override
 from distill.errors import EnvFailure, UserError
 from distill.log import setup_logging, traceback_to_log
 
@@ -98,12 +98,5 @@ def run_config(cls: type, config: Path | None, flags: dict[str, Any]) -> Any:
     data = load_yaml(config) if config else {}
     base = from_dict(cls, data, str(config)) if config else None
     if base is None:
-        nested: dict[str, Any] = {}
-        for dotted, value in flags.items():
-            node = nested
-            *parents, last = dotted.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[last] = value
-        return from_dict(cls, nested, "command line")
+        return from_dict(cls, nest(flags), "command line")
     return override(base, flags)

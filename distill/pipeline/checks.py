@@ -12,6 +12,7 @@ from typing import Any
 from distill.config import (
     from_dict,
     load_yaml,
+    nest,
     override,
 )
 from distill.errors import UserError
@@ -76,7 +77,7 @@ def _check_stage(p: Pipeline, stage: Stage) -> Resources:
     if cmd == "push":
         return Resources(why="push: no GPU")
     run_cls = COMMANDS[cmd][0]["run"]
-    run = {**_nested(groups["run"]), "output": str(p.folder(stage.name))}
+    run = {**nest(groups["run"]), "output": str(p.folder(stage.name))}
     for f in dataclasses.fields(run_cls):  # what a stage gives by reference may not exist yet
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             run.setdefault(f.name, ["x"] if f.name == "benchmark" else "x")
@@ -122,17 +123,6 @@ def _engine(cmd: str, values: dict[str, Any], overrides: dict[str, Any], where: 
     e = profile.engine
     gpus = e.tensor_parallel_size * e.pipeline_parallel_size * e.data_parallel_size
     return Resources(1, gpus, why=f"vLLM on {gpus} GPU(s) (tensor x pipeline x data parallel)")
-
-
-def _nested(flat: dict[str, Any]) -> dict[str, Any]:
-    nested: dict[str, Any] = {}
-    for dotted, value in flat.items():
-        node = nested
-        *parents, last = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return nested
 
 
 def _hint(key: str, known: list[str]) -> str:

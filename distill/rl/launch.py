@@ -10,8 +10,8 @@ from typing import Any
 
 from distill.errors import UserError
 from distill.log import console
-from distill.records import atomic_write_bytes
 from distill.rl.config import RLConfig, RLRecipe
+from distill.students.launch import accelerate_config, write_sbatch
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,6 @@ def _get(obj: Any, dotted: str) -> Any:
 def accelerate_rl_command(recipe: RLRecipe, args: list[str], slurm: bool = False) -> list[str]:
     """`accelerate launch` of `distill rl` with the recipe's strategy (students/accelerate/)."""
     import sys
-
-    from distill.students.launch import accelerate_config
 
     d = recipe.distributed
     train_nodes, train_gpus = training_share(recipe)
@@ -174,16 +172,6 @@ def launch(cfg: RLConfig, recipe: RLRecipe, model: str, args: list[str]) -> str:
     script = slurm_rl_script(recipe, model, args, cfg.output)
     if cfg.dry_run:
         return script
-    cfg.output.mkdir(parents=True, exist_ok=True)
-    path = cfg.output / "rl.sbatch"
-    atomic_write_bytes(path, script.encode())
-    if not cfg.submit:
-        console.print(f"wrote {path}; submit it with: sbatch {path}")
-        return script
-    out = subprocess.run(["sbatch", str(path)], capture_output=True, text=True)
-    if out.returncode:
-        raise UserError(f"sbatch failed: {out.stderr.strip() or out.stdout.strip()}")
-    console.print(out.stdout.strip())
-    return script
+    return write_sbatch(script, cfg.output / "rl.sbatch", cfg.submit)
 
 

@@ -80,3 +80,23 @@ srun --kill-on-bad-exit=1 bash -c {shlex.quote(inner)}
 
 def command_text(cmd: list[str]) -> str:
     return _join(cmd)
+
+
+def write_sbatch(script: str, path: Path, submit: bool) -> str:
+    """Write a Slurm script (atomically) and, with `submit`, hand it to sbatch; returns it."""
+    import subprocess
+
+    from distill.errors import UserError
+    from distill.log import console
+    from distill.records import atomic_write_bytes
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, script.encode())
+    if not submit:
+        console.print(f"wrote {path}; submit it with: sbatch {path}")
+        return script
+    out = subprocess.run(["sbatch", str(path)], capture_output=True, text=True)
+    if out.returncode:
+        raise UserError(f"sbatch failed: {out.stderr.strip() or out.stdout.strip()}")
+    console.print(out.stdout.strip())
+    return script
