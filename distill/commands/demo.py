@@ -17,6 +17,7 @@ app = command_app()
 def demo(flags: dict[str, dict[str, Any]], verbose: VerboseOpt = False) -> None:
     """The whole recipe on a CPU: a tiny real teacher -> traces -> filter -> two students -> eval.
 
+    \b
     distill demo            # about 10 minutes on 2 cores
     distill demo --quick    # a few minutes (CI)
     """

@@ -24,7 +24,9 @@ def eval_(
 ) -> None:
     """Measure a model: pass@1 over k samples, cons@k, pass@k (R1 protocol).
 
-    distill eval --model ckpt/r1-distill-7b --benchmark aime24,math500 --samples 16 --output results/7b
+    \b
+    distill eval --model ckpt/r1-distill-7b --benchmark aime24,math500 \\
+        --samples 16 --output results/7b
     """
 
     setup(verbose, flags["run"].get("output"), "eval")

@@ -22,7 +22,9 @@ def filter_(
 ) -> None:
     """Keep verified-correct, readable traces: kept/, rejected/, report.json, report.md.
 
-    distill filter --input traces/math500-r1 --output corpus/math500-r1 --keep shortest
+    \b
+    distill filter --input traces/math500-r1 --output corpus/math500-r1 \\
+        --keep shortest
     """
 
     setup(verbose, flags["run"].get("output"), "filter")

@@ -31,8 +31,9 @@ def generate(
 ) -> None:
     """Sample reasoning traces from a teacher into a resumable parquet corpus.
 
-    distill generate --teacher deepseek-r1 --dataset HuggingFaceH4/MATH-500 --split test
-    --samples 4 --output traces/math500-r1
+    \b
+    distill generate --teacher deepseek-r1 --dataset HuggingFaceH4/MATH-500 \\
+        --split test --samples 4 --output traces/math500-r1
     """
 
     setup(verbose, flags["run"].get("output"), "generate")
@@ -62,8 +63,10 @@ def serve(
 ) -> None:
     """Serve a teacher with `vllm serve` using its profile's engine settings.
 
+    \b
     distill serve --teacher deepseek-r1   # then, from anywhere:
-    distill generate --teacher vllm-server --base-url http://NODE:8000/v1 --model deepseek-ai/DeepSeek-R1 ...
+    distill generate --teacher vllm-server --base-url http://NODE:8000/v1 \\
+        --model deepseek-ai/DeepSeek-R1 ...
     """
     import shlex
     import socket

@@ -49,6 +49,7 @@ def pipeline_run(
 ) -> None:
     """Run the stages not done yet; a rerun resumes and redoes what changed.
 
+    \b
     distill pipeline run r1-tiny
     distill pipeline run my-r1.yaml --dry-run --launcher slurm
     """

@@ -35,8 +35,9 @@ def push(
 ) -> None:
     """Publish a student or a trace corpus to the Hugging Face Hub, with its card.
 
-    distill push corpus/math500-r1 --repo me/r1-math-traces   # kept/rejected become splits
-    distill push ckpt/r1-distill-7b --repo me/r1-distill-7b    # model, tokenizer, card
+    \b
+    distill push corpus/math500-r1 --repo me/r1-traces   # kept/rejected: splits
+    distill push ckpt/r1-distill-7b --repo me/r1-7b      # model, tokenizer, card
     """
 
     setup(verbose)

@@ -17,7 +17,9 @@ from distill.rl import rl as run_rl
 app = command_app()
 
 
-@app.command(cls=PanelCommand, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(
+    cls=PanelCommand, context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
 @user_errors
 @config_flags(run=RLConfig, recipe=RLRecipe)
 def rl(
@@ -34,9 +36,13 @@ def rl(
 ) -> None:
     """R1's reinforcement learning: GRPO with rule rewards (accuracy, format, language, overlong).
 
-    distill rl --recipe r1-zero-qwen2.5-math-7b --data DigitalLearningGmbH/MATH-lighteval --output ckpt/zero-7b
-    distill rl --recipe tiny --model runs/demo/students/filtered --data arith-demo --output ckpt/tiny-rl
-    Any TRL GRPOConfig field is a flag too: --max-steps 100 --num-generations 8 --learning-rate 1e-6 ...
+    \b
+    distill rl --recipe r1-zero-qwen2.5-math-7b \\
+        --data DigitalLearningGmbH/MATH-lighteval --output ckpt/zero-7b
+    distill rl --recipe tiny --model runs/demo/students/filtered \\
+        --data arith-demo --output ckpt/tiny-rl
+    Any TRL GRPOConfig field is a flag too:
+        --max-steps 100 --num-generations 8 --learning-rate 1e-6 ...
     """
 
     setup(verbose, flags["run"].get("output"), "rl")

@@ -20,7 +20,9 @@ from distill.train import train as run_train
 app = command_app()
 
 
-@app.command(cls=PanelCommand, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(
+    cls=PanelCommand, context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
 @user_errors
 @config_flags(run=TrainConfig, recipe=StudentRecipe)
 def train(
@@ -37,9 +39,12 @@ def train(
 ) -> None:
     """Fine-tune a student on traces with TRL (SFT), here or on many nodes.
 
-    distill train --student qwen2.5-math-7b --data corpus/math/kept --output ckpt/r1-distill-7b
-    [--launcher accelerate|slurm --nodes 2 --gpus-per-node 8 --dry-run] [--lora] [--resume]
-    Any TRL SFTConfig field is a flag too: --learning_rate 1e-5 --num_train_epochs 3 ...
+    \b
+    distill train --student qwen2.5-math-7b --data corpus/math/kept \\
+        --output ckpt/r1-distill-7b [--launcher accelerate|slurm --nodes 2 \\
+        --gpus-per-node 8 --dry-run] [--lora] [--resume]
+    Any TRL SFTConfig field is a flag too:
+        --learning_rate 1e-5 --num_train_epochs 3 ...
     """
 
     setup(verbose, flags["run"].get("output"), "train")
@@ -85,6 +90,7 @@ def plan_(
 ) -> None:
     """Memory per GPU, whether it fits, and time of a run, before it spends GPU hours.
 
+    \b
     distill plan                                   # the six students' recipes
     distill plan --student qwen2.5-math-7b --max-length 16384
     distill plan --stage generate --model Qwen/Qwen2.5-32B --tensor-parallel 2
