@@ -134,7 +134,7 @@ def _run_demo(cfg: DemoConfig) -> dict[str, Any]:
     ]
     seconds: dict[str, float] = {}
     numbers["seconds"] = seconds
-    bar = progress()
+    bar = progress(eta=False)  # stages take from seconds to minutes: no ETA from their mean
     stage_started = time.time()
 
     def next_stage(i: int) -> None:

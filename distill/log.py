@@ -157,8 +157,10 @@ def setup_logging(
     return path
 
 
-def progress(*fields: ProgressColumn | str, disable: bool = False) -> Progress:
-    """A progress bar with count, rate fields given by the caller, elapsed time and ETA."""
+def progress(*fields: ProgressColumn | str, disable: bool = False, eta: bool = True) -> Progress:
+    """A progress bar with count, rate fields given by the caller, elapsed time and ETA.
+    `eta=False` for a bar that counts unlike steps (the demo's stages), where an ETA from
+    the average step would mislead."""
     columns = [
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
@@ -166,8 +168,7 @@ def progress(*fields: ProgressColumn | str, disable: bool = False) -> Progress:
         MofNCompleteColumn(),
         *(TextColumn(f) if isinstance(f, str) else f for f in fields),
         TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
+        *((TextColumn("eta"), TimeRemainingColumn()) if eta else ()),
     ]
     return Progress(
         *columns, console=console, disable=disable or bool(os.environ.get("DISTILL_NO_PROGRESS"))
