@@ -8,6 +8,9 @@ Per-row checks (correctness, readability) run through the verification service
 in `OUTPUT/.work/` so a rerun skips finished rows.
 Corpus-level checks (duplicates, contamination) and the per-problem selection follow; every
 row is written to `kept/` or `rejected/` with `correct`, `kept`, `reasons` and `checks`.
+Memory stays flat with corpus size: the input is streamed (three passes: verify, corpus scan,
+write), verdicts are read back from their cache row by row, per-row state of the corpus step
+sits in an sqlite file in `.work/`, and only per-problem facts are held.
 The new output (both splits and the report) is written beside the old one and switched in
 whole (`records.switch_filter_output`): a kill at any moment leaves the old output or the new
 one, never a mix.
@@ -19,17 +22,19 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from distill.config import dump_yaml, option, to_dict
 from distill.errors import UserError
-from distill.filters.corpus_checks import CorpusConfig, corpus_checks
+from distill.filters.corpus_checks import CorpusChecks, CorpusConfig
 from distill.filters.decontam import build_index
 from distill.filters.inputs import ROW_FIELDS, Deriver, corpus_rows, input_files, iter_batches
 from distill.filters.readability import RowChecksConfig
-from distill.filters.report import build_report, print_report, write_report
+from distill.filters.report import Tally, build_report, print_report, write_report
 from distill.lock import output_lock
 from distill.problems import in_shard, parse_shard
 from distill.records import (
@@ -42,6 +47,7 @@ from distill.records import (
     write_table,
 )
 from distill.verify import VerifyConfig
+from distill.verify.cache import VerdictCache, scratch_db
 from distill.verify.service import settings_digest, verify_rows
 
 if TYPE_CHECKING:  # heavy modules are imported where used: `distill --help` stays instant
@@ -94,10 +100,9 @@ class FilterConfig:
     report: bool = option(True, help="Print the report table at the end.", cli=False)
 
 
-def _write_outputs(
-    cfg: FilterConfig, files: list[Path], decisions: dict[str, dict[str, Any]], generation: Path
-) -> None:
-    """Stream the input again, attach verdict columns, split into kept/ and rejected/."""
+def _write_outputs(files: list[Path], checks: CorpusChecks, generation: Path) -> Tally:
+    """Stream the input again, decide each row, attach the verdict columns, split into kept/
+    and rejected/; returns the report's counts, added up on the way."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -105,6 +110,7 @@ def _write_outputs(
     counters = {"kept": 0, "rejected": 0}
     buffers: dict[str, list[pa.Table]] = {"kept": [], "rejected": []}
     derive = Deriver()
+    tally = Tally()
     for split in writers:
         (generation / split).mkdir()
 
@@ -121,7 +127,8 @@ def _write_outputs(
         for i, row in enumerate(rows):
             derived = derive({k: row.get(k) for k in ROW_FIELDS}, f"{f}: row {offset + i}")
             row.update({k: derived[k] for k in ROW_FIELDS if row.get(k) is None})
-            d = decisions[derived["id"]]
+            d = checks.decide(derived)
+            tally.add(d, derived)
             row.update(correct=d["correct"], kept=d["kept"], reasons=d["reasons"],
                        checks=json.dumps(d["checks"], ensure_ascii=False, default=str),
                        problem_correct=d["problem_correct"], problem_verified=d["problem_verified"])  # fmt: skip
@@ -137,6 +144,7 @@ def _write_outputs(
     for split in writers:
         if counters[split] == 0 and schema is not None:
             write_table(generation / split / "shard-00000.parquet", schema.empty_table())
+    return tally
 
 
 def _table(rows: list[dict[str, Any]]) -> pa.Table:
@@ -202,7 +210,9 @@ def _shard_folders(cfg: FilterConfig, input_key: dict[str, Any]) -> list[Path]:
         raise UserError(f"{cfg.output}: --reduce found no shard verdicts; run --shard I/N first")
     counts = {int(p.name.rsplit("-of-", 1)[1]) for p in found}
     if len(counts) != 1:
-        raise UserError(f"{cfg.output}/{WORK}: shards of several splits ({sorted(counts)}); remove the stale ones")
+        raise UserError(
+            f"{cfg.output}/{WORK}: shards of several splits ({sorted(counts)}); remove the stale ones"
+        )
     n = counts.pop()
     digest = settings_digest(cfg.verify, cfg.rows)
     missing = []
@@ -226,16 +236,24 @@ def _run_shard(cfg: FilterConfig, files: list[Path], input_key: dict[str, Any]) 
     folder = _shard_dir(cfg.output, shard)
     with output_lock(folder, f"distill filter --shard {cfg.shard}"):  # shards run side by side
         _check_output(cfg, input_key)
-        rows = (r for r in corpus_rows(files) if in_shard(r["problem_id"], shard))
-        results = verify_rows(
-            rows, cfg.verify, also=cfg.rows, cache_dir=folder, show_progress=cfg.progress,
-            executor=_executor(cfg), label=f"verify {cfg.shard}",
+        count = 0
+
+        def rows() -> Iterator[dict[str, Any]]:
+            nonlocal count
+            for r in corpus_rows(files):
+                if in_shard(r["problem_id"], shard):
+                    count += 1
+                    yield r
+
+        verify_rows(
+            rows(), cfg.verify, also=cfg.rows, cache_dir=folder, collect=False,
+            show_progress=cfg.progress, executor=_executor(cfg), label=f"verify {cfg.shard}",
         )  # fmt: skip
-        info = {"shard": cfg.shard, "rows": len(results), "input": input_key,
+        info = {"shard": cfg.shard, "rows": count, "input": input_key,
                 "digest": settings_digest(cfg.verify, cfg.rows)}  # fmt: skip
         atomic_write_json(folder / "done.json", info)
     log.info("shard %s: %d rows verified; `distill filter --reduce` once every shard is done",
-             cfg.shard, len(results))  # fmt: skip
+             cfg.shard, count)  # fmt: skip
     return info
 
 
@@ -266,37 +284,39 @@ def filter_corpus(cfg: FilterConfig) -> dict[str, Any]:
     created = not out.exists()
     with output_lock(out, "distill filter"):
         _check_output(cfg, input_key)
-        try:
-            shards = _shard_folders(cfg, input_key)
-            results = verify_rows(
-                corpus_rows(files), cfg.verify, also=cfg.rows, cache_dir=out / WORK, total=total,
-                show_progress=cfg.progress, executor=None if cfg.reduce else _executor(cfg),
-                reuse=shards,
-            )  # fmt: skip
-            decisions, corpus_info = corpus_checks(
-                cfg.corpus, corpus_rows(files), results, cfg.verify.keep_unverified, benchmarks
-            )
-        except UserError:
-            if created:  # a bad row found mid-way: leave no half-made output behind
-                shutil.rmtree(out, ignore_errors=True)
-            raise
-
-        # the whole new output is written beside the current one, then switched in at once
-        generation = new_filter_output(out)
-        _write_outputs(cfg, files, decisions, generation)
+        # the scratch indexes (verdicts, the corpus step's per-row state) go when the run ends
+        with ExitStack() as scratch:
+            try:
+                shards = _shard_folders(cfg, input_key)
+                digest = settings_digest(cfg.verify, cfg.rows)
+                cache = scratch.enter_context(VerdictCache(out / WORK, digest, shards))
+                verify_rows(
+                    corpus_rows(files), cfg.verify, also=cfg.rows, cache=cache, collect=False,
+                    total=total, show_progress=cfg.progress,
+                    executor=None if cfg.reduce else _executor(cfg),
+                )  # fmt: skip
+                db = scratch.enter_context(scratch_db(out / WORK / "corpus.sqlite"))
+                checks = CorpusChecks(
+                    cfg.corpus, cache.checks, db, cfg.verify.keep_unverified, benchmarks
+                )
+                checks.scan(corpus_rows(files, check_ids=False))  # the verify pass checked them
+            except UserError:
+                if created:  # a bad row found mid-way: leave no half-made output behind
+                    shutil.rmtree(out, ignore_errors=True)
+                raise
+            # the whole new output is written beside the current one, then switched in at once
+            generation = new_filter_output(out)
+            tally = _write_outputs(files, checks, generation)
         manifest = read_manifest(Path(cfg.input)) if Path(cfg.input).is_dir() else None
-        report = build_report(cfg, decisions, corpus_info, input_key, started)
-        # math-verify's rejections the judge overturned (--judge-wrong), counted apart
-        report["judge_overturned"] = sum(
-            bool(r["correctness"].get("overturned")) for r in results.values()
-        )
+        report = build_report(cfg, tally, checks.info(), input_key, started)
+        report["judge_overturned"] = tally.overturned  # counted apart (--judge-wrong)
         for split in FILTER_SPLITS:
             m = dict(manifest or {})
             m["filter"] = {"split": split, "input": str(cfg.input), "config": to_dict(cfg)}
             m["counts"] = {"rows": report["counts"][split]}
             m["pass_rates"] = report["pass_rates"]  # per problem: what RL and curricula select on
             atomic_write_json(generation / split / "manifest.json", m)
-        write_report(generation, report, decisions, corpus_info["meta"])
+        write_report(generation, report, tally)
         atomic_write_bytes(
             generation / "config.yaml",
             dump_yaml(to_dict(cfg)).encode(),

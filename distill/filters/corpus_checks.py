@@ -3,20 +3,26 @@
 Row verdicts arrive from the per-row checks; this step adds the checks that need the whole
 corpus, gathers every reason of each row (all of them, not only the first) and applies the
 per-problem selection policy among the samples that passed everything.
+
+It streams: `scan` reads the rows once and keeps what each problem needs (pass rate,
+selection, near-duplicate and contamination verdicts); `decide` then gives each row's decision
+as the output is written, in the same order. Per-row state (the first row of each completion,
+the near-duplicate index, random:K's candidates) sits in an sqlite file in the work folder,
+verdicts are read back from the verdict cache: memory grows with problems, not rows.
 """
 
 from __future__ import annotations
 
 import random
 import re
-from collections import defaultdict
-from collections.abc import Iterable
+import sqlite3
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from distill.config import option
 from distill.filters.decontam import BenchmarkIndex, build_index
-from distill.filters.dedup import exact_duplicates, near_duplicate_problems
+from distill.filters.dedup import NearDuplicates, completion_hash
 from distill.filters.readability import CHARS_PER_TOKEN
 
 # The reasons these checks give, as reports explain them.
@@ -66,7 +72,7 @@ def row_reasons(checks: dict[str, dict[str, Any]], keep_unverified: bool) -> lis
 def select(
     candidates: list[tuple[str, int, int]], policy: str, seed: int, problem_id: str
 ) -> set[str]:
-    """(id, sample_index, length) of a problem's passing rows -> ids to keep."""
+    """(id, sample_index, length) of a problem's passing rows, in corpus order -> ids to keep."""
     if policy == "all" or not candidates:
         return {c[0] for c in candidates}
     if policy == "first":
@@ -82,116 +88,134 @@ def select(
     }
 
 
-def _length(row: dict[str, Any]) -> int:
+def row_length(row: dict[str, Any]) -> int:
     return int(row.get("completion_tokens") or 0) or int(
         len(row.get("completion") or "") / CHARS_PER_TOKEN
     )
 
 
-def corpus_checks(
-    cfg: CorpusConfig,
-    rows: Iterable[dict[str, Any]],
-    results: dict[str, dict[str, Any]],
-    keep_unverified: bool = False,
-    benchmarks: BenchmarkIndex | None = None,
-) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Decisions per row id: correct, kept, reasons, checks; plus corpus facts for the report.
-    `benchmarks`: the decontamination index, when the caller built it before verifying (so a
-    wrong benchmark name fails before the work); else it is built here from the config."""
+@dataclass(slots=True)
+class _Problem:
+    """What the corpus step keeps of one problem: the same few fields at any sample count."""
 
-    meta: dict[str, dict[str, Any]] = {}
-    problems: dict[str, str] = {}
-    completions: list[tuple[str, str]] = []
-    for row in rows:
-        meta[row["id"]] = {
-            "problem_id": row["problem_id"],
-            "sample_index": row["sample_index"],
-            "domain": row["domain"],
-            "length": _length(row),
-        }
-        problems.setdefault(row["problem_id"], row["problem"])
-        if cfg.dedup:
-            completions.append((row["id"], row["completion"]))
+    correct: int = 0
+    verified: int = 0
+    samples: int = 0
+    passed: bool = False
+    # ordinals (row numbers) the selection keeps; one shared empty set until then
+    chosen: frozenset[int] | set[int] = frozenset()
 
-    extra: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for row_id, first in exact_duplicates(completions).items():
-        extra[row_id]["duplicate"] = {
-            "ok": False,
-            "reason": "duplicate",
-            "kind": "completion",
-            "of": first,
-        }
-    near = (
-        near_duplicate_problems(problems.items(), cfg.near_dup_threshold)
-        if cfg.near_dup_threshold > 0
-        else {}
-    )
-    contaminated: dict[str, dict[str, Any]] = {}
-    if cfg.decontaminate:
-        index = benchmarks or build_index(cfg.decontaminate, cfg.contamination_ngram)
-        for pid, text in problems.items():
-            if (hit := index.match(text)) is not None:
-                contaminated[pid] = hit
-    for row_id, m in meta.items():
-        if (dup := near.get(m["problem_id"])) is not None:
-            extra[row_id].setdefault(
+
+class CorpusChecks:
+    """`scan(rows)` once, then `decide(row)` for every row in the same order. `verdicts`: row
+    id -> its per-row checks (the verdict cache). `benchmarks`: the decontamination index,
+    when the caller built it before verifying (so a wrong benchmark name fails before the
+    work); else it is built here from the config. `db`: the sqlite file for per-row state."""
+
+    def __init__(
+        self,
+        cfg: CorpusConfig,
+        verdicts: Callable[[str], dict[str, Any]],
+        db: sqlite3.Connection,
+        keep_unverified: bool = False,
+        benchmarks: BenchmarkIndex | None = None,
+    ):
+        self.cfg, self.verdicts, self.db, self.keep_unverified = cfg, verdicts, db, keep_unverified
+        if cfg.decontaminate and benchmarks is None:
+            benchmarks = build_index(cfg.decontaminate, cfg.contamination_ngram)
+        self.benchmarks = benchmarks if cfg.decontaminate else None
+        self.near_index = (
+            NearDuplicates(cfg.near_dup_threshold, db) if cfg.near_dup_threshold > 0 else None
+        )
+        db.execute("CREATE TABLE firsts (key INTEGER PRIMARY KEY, id TEXT)")
+        db.execute(
+            "CREATE TABLE candidates (pid TEXT, n INTEGER, sample_index INTEGER, length INTEGER)"
+        )
+        self.problems: dict[str, _Problem] = {}
+        self.near: dict[str, dict[str, Any]] = {}
+        self.contaminated: dict[str, dict[str, Any]] = {}
+        self.ordinal = 0  # the next row `decide` expects
+
+    def _first(self, row: dict[str, Any]) -> str | None:
+        """The id of the first row with this row's completion (its own when it is the first);
+        the scan stores it, `decide` finds it stored."""
+        key = completion_hash(row["completion"])
+        if key is None:
+            return None
+        self.db.execute("INSERT OR IGNORE INTO firsts VALUES (?, ?)", (key, row["id"]))
+        return self.db.execute("SELECT id FROM firsts WHERE key = ?", (key,)).fetchone()[0]
+
+    def _checks(self, row: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """A row's checks (its own, then the corpus ones) and every reason it fails."""
+        checks = self.verdicts(row["id"])
+        pid = row["problem_id"]
+        if self.cfg.dedup and (first := self._first(row)) not in (None, row["id"]):
+            checks["duplicate"] = {
+                "ok": False,
+                "reason": "duplicate",
+                "kind": "completion",
+                "of": first,
+            }
+        if (dup := self.near.get(pid)) is not None:
+            checks.setdefault(
                 "duplicate", {"ok": False, "reason": "duplicate", "kind": "problem", **dup}
             )
-        if (hit := contaminated.get(m["problem_id"])) is not None:
-            extra[row_id]["contaminated"] = {"ok": False, "reason": "contaminated", **hit}
+        if (hit := self.contaminated.get(pid)) is not None:
+            checks["contaminated"] = {"ok": False, "reason": "contaminated", **hit}
+        return checks, row_reasons(checks, self.keep_unverified)
 
-    rates = pass_rates(meta, results)
-    decisions: dict[str, dict[str, Any]] = {}
-    passing: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
-    for row_id, m in meta.items():
-        checks = {**results[row_id], **extra.get(row_id, {})}
-        reasons = row_reasons(checks, keep_unverified)
-        rate = rates[m["problem_id"]]
-        decisions[row_id] = {
-            "correct": checks["correctness"].get("ok"),
-            "reasons": reasons,
-            "checks": checks,
-            "problem_correct": rate["correct"],
-            "problem_verified": rate["verified"],
+    def scan(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Pass rates, problem-level checks and the per-problem selection."""
+        for n, row in enumerate(rows):
+            pid = row["problem_id"]
+            p = self.problems.get(pid)
+            if p is None:  # problem-level checks, in order of first appearance
+                p = self.problems[pid] = _Problem()
+                if self.near_index and (dup := self.near_index.check(pid, row["problem"])):
+                    self.near[pid] = dup
+                if self.benchmarks and (hit := self.benchmarks.match(row["problem"])) is not None:
+                    self.contaminated[pid] = hit
+            checks, reasons = self._checks(row)
+            ok = checks["correctness"].get("ok")
+            p.samples += 1
+            if ok is not None:
+                p.verified += 1
+                p.correct += bool(ok)
+            if not reasons:
+                p.passed = True
+                if self.cfg.keep != "all":  # every passing row is kept: nothing to choose
+                    self.db.execute("INSERT INTO candidates VALUES (?, ?, ?, ?)",
+                                    (pid, n, row["sample_index"], row_length(row)))  # fmt: skip
+        if self.cfg.keep != "all":
+            self.db.execute("CREATE INDEX candidates_pid ON candidates (pid)")
+            for pid, p in self.problems.items():
+                if p.passed:
+                    rows = self.db.execute(
+                        "SELECT n, sample_index, length FROM candidates WHERE pid = ? ORDER BY n",
+                        (pid,),
+                    ).fetchall()
+                    p.chosen = select(rows, self.cfg.keep, self.cfg.seed, pid)
+
+    def decide(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The next row's decision: correct, kept, reasons, checks, problem_correct/verified."""
+        n, self.ordinal = self.ordinal, self.ordinal + 1
+        checks, reasons = self._checks(row)
+        p = self.problems[row["problem_id"]]
+        if not reasons and self.cfg.keep != "all" and n not in p.chosen:
+            reasons.append("not_selected")
+            checks["selection"] = {"ok": False, "reason": "not_selected", "policy": self.cfg.keep}
+        return {"correct": checks["correctness"].get("ok"), "kept": not reasons, "reasons": reasons,
+                "checks": checks, "problem_correct": p.correct, "problem_verified": p.verified}  # fmt: skip
+
+    def info(self) -> dict[str, Any]:
+        """Corpus facts for the report (per problem)."""
+        return {
+            "problems": len(self.problems),
+            "nothing_passed": sorted(pid for pid, p in self.problems.items() if not p.passed),
+            "near_duplicate_problems": self.near,
+            "contaminated_problems": self.contaminated,
+            "pass_rates": {
+                pid: {"correct": p.correct, "verified": p.verified, "samples": p.samples}
+                for pid, p in self.problems.items()
+            },
         }
-        if not reasons:
-            passing[m["problem_id"]].append((row_id, m["sample_index"], m["length"]))
-    for pid, candidates in passing.items():
-        chosen = select(candidates, cfg.keep, cfg.seed, pid)
-        for row_id, _, _ in candidates:
-            if row_id not in chosen:
-                decisions[row_id]["reasons"].append("not_selected")
-                decisions[row_id]["checks"]["selection"] = {
-                    "ok": False,
-                    "reason": "not_selected",
-                    "policy": cfg.keep,
-                }
-    for d in decisions.values():
-        d["kept"] = not d["reasons"]
-    info = {
-        "meta": meta,
-        "problems": len(problems),
-        "nothing_passed": sorted(pid for pid in problems if pid not in passing),
-        "near_duplicate_problems": near,
-        "contaminated_problems": contaminated,
-        "pass_rates": rates,
-    }
-    return decisions, info
-
-
-def pass_rates(
-    meta: dict[str, dict[str, Any]], results: dict[str, dict[str, Any]]
-) -> dict[str, dict[str, int]]:
-    """Problem id -> {correct, verified, samples}: how many of its samples were verified
-    correct, how many had a decided correctness (true or false; undecided rows count in
-    `samples` only), and how many there were. Correctness alone: readability, duplicates and
-    selection do not change how hard a problem is for the teacher."""
-    rates: dict[str, dict[str, int]] = {}
-    for row_id, m in meta.items():
-        r = rates.setdefault(m["problem_id"], {"correct": 0, "verified": 0, "samples": 0})
-        ok = results[row_id]["correctness"].get("ok")
-        r["samples"] += 1
-        if ok is not None:
-            r["verified"] += 1
-            r["correct"] += bool(ok)
-    return rates

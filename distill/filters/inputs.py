@@ -6,7 +6,9 @@ fields are derived here in one place, the same way on every pass over the input.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,7 +66,6 @@ class Deriver:
 
     def __init__(self) -> None:
         self.per_problem: dict[str, int] = {}
-        self.seen: dict[str, str] = {}
 
     def __call__(self, row: dict[str, Any], where: str) -> dict[str, Any]:
         for c in (*REQUIRED[:2], "completion"):
@@ -81,17 +82,48 @@ class Deriver:
         )
         if row.get("id") is None:
             row["id"] = f"{row['problem_id']}/{row['sample_index']}"
-        if row["id"] in self.seen:
-            raise UserError(f"{where}: duplicate id {row['id']!r} (also at {self.seen[row['id']]})")
-        self.seen[row["id"]] = where
         if row.get("finish_reason") is None:
             row["finish_reason"] = "stop"
         return row
 
 
-def corpus_rows(files: list[Path]) -> Iterator[dict[str, Any]]:
-    """Every row's trace fields, derived where absent, in corpus order."""
+def _id_hash(key: str) -> int:
+    digest = hashlib.blake2b(repr(key).encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def corpus_rows(files: list[Path], check_ids: bool = True) -> Iterator[dict[str, Any]]:
+    """Every row's trace fields, derived where absent, in corpus order. `check_ids`: refuse a
+    corpus with a duplicate id, once the pass is over (an 8-byte hash per row is all it keeps:
+    a set of a million id strings would be most of the filter's memory)."""
     derive = Deriver()
+    ids = array("q") if check_ids else None
     for f, offset, batch in iter_batches(files, list(ROW_FIELDS)):
         for i, row in enumerate(batch.to_pylist()):
-            yield derive({k: row.get(k) for k in ROW_FIELDS}, f"{f}: row {offset + i}")
+            out = derive({k: row.get(k) for k in ROW_FIELDS}, f"{f}: row {offset + i}")
+            if ids is not None:
+                ids.append(_id_hash(out["id"]))
+            yield out
+    if ids is not None:
+        _refuse_duplicate_ids(files, ids)
+
+
+def _refuse_duplicate_ids(files: list[Path], ids: array) -> None:
+    import numpy as np
+
+    values, counts = np.unique(np.frombuffer(ids, dtype=np.int64), return_counts=True)
+    suspects = set(values[counts > 1].tolist())
+    if not suspects:
+        return
+    # a second pass names the rows as a one-pass check would; equal hashes of different ids
+    # (rare: 3% of billion-row corpora) cost only that pass
+    derive, seen = Deriver(), {}
+    for f, offset, batch in iter_batches(files, list(ROW_FIELDS)):
+        for i, row in enumerate(batch.to_pylist()):
+            where = f"{f}: row {offset + i}"
+            key = derive({k: row.get(k) for k in ROW_FIELDS}, where)["id"]
+            if _id_hash(key) not in suspects:
+                continue
+            if key in seen:
+                raise UserError(f"{where}: duplicate id {key!r} (also at {seen[key]})")
+            seen[key] = where

@@ -4,7 +4,6 @@ report.json, report.md, stats.json, a length plot and a table on the terminal.""
 from __future__ import annotations
 
 import io
-import statistics
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from distill.config import to_dict
 from distill.filters.corpus_checks import REASONS as CORPUS
+from distill.filters.corpus_checks import row_length
 from distill.filters.readability import RULES
 from distill.log import console
 from distill.records import atomic_write_bytes, atomic_write_json
@@ -26,40 +26,63 @@ def reason_meanings() -> dict[str, str]:
     return {**VERIFY, **{name: rule.meaning for name, rule in RULES.items()}, **CORPUS}
 
 
-def _summary(values: list[int]) -> dict[str, Any]:
-    if not values:
+class Tally:
+    """The report's row counts, added up as the rows are written: counters and a histogram
+    of lengths (its distinct values, not one entry a row), so memory stays flat."""
+
+    def __init__(self) -> None:
+        self.reasons: Counter[str] = Counter()
+        self.domains: dict[str, Counter[str]] = defaultdict(Counter)
+        self.correct: Counter[str] = Counter()
+        self.lengths: dict[str, Counter[int]] = {"kept": Counter(), "rejected": Counter()}
+        self.overturned = 0  # math-verify's rejections the judge overturned (--judge-wrong)
+
+    def add(self, decision: dict[str, Any], row: dict[str, Any]) -> None:
+        split = "kept" if decision["kept"] else "rejected"
+        self.reasons.update(decision["reasons"])
+        self.domains[row["domain"]]["in"] += 1
+        self.domains[row["domain"]][split] += 1
+        c = decision["correct"]
+        self.correct[str(c).lower() if c is not None else "null"] += 1
+        self.lengths[split][row_length(row)] += 1
+        self.overturned += bool(decision["checks"]["correctness"].get("overturned"))
+
+
+def _summary(values: Counter[int]) -> dict[str, Any]:
+    """count, min, mean, median, max of a histogram, as `statistics` gives them on the values."""
+    count = values.total()
+    if not count:
         return {"count": 0, "min": 0, "mean": 0, "median": 0, "max": 0}
+    ordered = sorted(values.items())
+
+    def nth(i: int) -> int:  # the i-th smallest value (0-based)
+        for value, n in ordered:
+            if i < n:
+                return value
+            i -= n
+        raise IndexError(i)
+
+    half = count // 2
+    median = nth(half) if count % 2 else (nth(half - 1) + nth(half)) / 2
     return {
-        "count": len(values),
-        "min": min(values),
-        "mean": round(statistics.fmean(values), 1),
-        "median": statistics.median(values),
-        "max": max(values),
+        "count": count,
+        "min": ordered[0][0],
+        "mean": round(sum(v * n for v, n in ordered) / count, 1),
+        "median": median,
+        "max": ordered[-1][0],
     }
 
 
 def build_report(
     cfg: FilterConfig,
-    decisions: dict[str, dict[str, Any]],
+    tally: Tally,
     info: dict[str, Any],
     input_key: dict[str, Any],
     started: float,
 ) -> dict[str, Any]:
-    meta = info["meta"]
     meanings = reason_meanings()
-    reasons: Counter[str] = Counter()
-    domains: dict[str, Counter[str]] = defaultdict(Counter)
-    correct: Counter[str] = Counter()
-    lengths: dict[str, list[int]] = {"kept": [], "rejected": []}
-    for row_id, d in decisions.items():
-        split = "kept" if d["kept"] else "rejected"
-        reasons.update(d["reasons"])
-        domains[meta[row_id]["domain"]]["in"] += 1
-        domains[meta[row_id]["domain"]][split] += 1
-        correct[str(d["correct"]).lower() if d["correct"] is not None else "null"] += 1
-        lengths[split].append(meta[row_id]["length"])
-    total = len(decisions)
-    kept = len(lengths["kept"])
+    total = sum(c["in"] for c in tally.domains.values())
+    kept = tally.lengths["kept"].total()
     return {
         "input": input_key,
         "counts": {
@@ -68,12 +91,12 @@ def build_report(
             "rejected": total - kept,
             "kept_fraction": round(kept / total, 4) if total else 0.0,
         },
-        "reasons": dict(reasons.most_common()),
+        "reasons": dict(tally.reasons.most_common()),
         "domains": {
             d: {"in": c["in"], "kept": c["kept"], "rejected": c["rejected"]}
-            for d, c in sorted(domains.items())
+            for d, c in sorted(tally.domains.items())
         },
-        "correct": dict(correct),
+        "correct": dict(tally.correct),
         "problems": {
             "total": info["problems"],
             "with_kept_samples": info["problems"] - len(info["nothing_passed"]),
@@ -83,11 +106,11 @@ def build_report(
         "near_duplicate_problems": [
             {"problem_id": k, **v} for k, v in info["near_duplicate_problems"].items()
         ],
-        "lengths_tokens": {k: _summary(v) for k, v in lengths.items()},
+        "lengths_tokens": {k: _summary(v) for k, v in tally.lengths.items()},
         # problem id -> {correct, verified, samples}: what `distill rl --pass-rate-band` reads
         "pass_rates": info.get("pass_rates", {}),
         "pass_rate_histogram": pass_rate_histogram(info.get("pass_rates", {})),
-        "reason_vocabulary": {r: meanings.get(r, "") for r in reasons},
+        "reason_vocabulary": {r: meanings.get(r, "") for r in tally.reasons},
         "config": to_dict(cfg),
         "wall_time_s": round(time.time() - started, 2),
     }
@@ -133,8 +156,15 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---:|---|",
         *(f"| `{r}` | {n:,} | {meaning} |" for r, n, meaning in _with_meanings(report)),
         "",
-        *([f"{report['judge_overturned']:,} rows are correct only because the judge overturned "
-           "math-verify (`--judge-wrong`).", ""] if report.get("judge_overturned") else []),
+        *(
+            [
+                f"{report['judge_overturned']:,} rows are correct only because the judge overturned "
+                "math-verify (`--judge-wrong`).",
+                "",
+            ]
+            if report.get("judge_overturned")
+            else []
+        ),
         "## By domain",
         "",
         "| domain | in | kept | rejected |",
@@ -183,23 +213,21 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_lengths(
-    path: Path, decisions: dict[str, dict[str, Any]], meta: dict[str, dict[str, Any]]
-) -> None:
+def plot_lengths(path: Path, tally: Tally) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kept = [meta[k]["length"] for k, d in decisions.items() if d["kept"]]
-    rejected = [meta[k]["length"] for k, d in decisions.items() if not d["kept"]]
+    kept, rejected = tally.lengths["kept"], tally.lengths["rejected"]
     fig, ax = plt.subplots(figsize=(7, 4))
     top = max([*kept, *rejected, 1])
     bins = [top * i / 40 for i in range(41)]
-    ax.hist(
-        [kept, rejected],
+    ax.hist(  # each distinct length once, weighted by its rows: the same bars as every row
+        [list(kept), list(rejected)],
         bins=bins,
-        label=[f"kept ({len(kept):,})", f"rejected ({len(rejected):,})"],
+        weights=[list(kept.values()), list(rejected.values())],
+        label=[f"kept ({kept.total():,})", f"rejected ({rejected.total():,})"],
         color=["tab:green", "tab:red"],
         alpha=0.8,
     )
@@ -214,12 +242,7 @@ def plot_lengths(
     atomic_write_bytes(path, image.getvalue())
 
 
-def write_report(
-    out: Path,
-    report: dict[str, Any],
-    decisions: dict[str, dict[str, Any]],
-    meta: dict[str, dict[str, Any]],
-) -> None:
+def write_report(out: Path, report: dict[str, Any], tally: Tally) -> None:
     atomic_write_json(out / "report.json", report)
     atomic_write_bytes(out / "report.md", markdown(report).encode())
     stats = {
@@ -228,7 +251,7 @@ def write_report(
         "wall_time_s": report["wall_time_s"],
     }
     atomic_write_json(out / "stats.json", stats)
-    plot_lengths(out / "lengths.png", decisions, meta)
+    plot_lengths(out / "lengths.png", tally)
 
 
 def print_report(report: dict[str, Any], out: Path) -> None:

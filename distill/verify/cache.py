@@ -2,21 +2,28 @@
 
 A verdict is reused only for the same row id with the same content digest, under the same
 verification settings (a stamp of them sits in the folder; other settings start afresh).
+Lookups go through an sqlite index of the shards on disk (`index.sqlite`, rebuilt from the
+shards on every start, removed on close): a million verdicts never sit in memory, and the
+filter reads each row's verdict back from it instead of holding them all.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
+import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
-from distill.records import atomic_write_json, write_table
+from distill.records import atomic_write_json, write_failure, write_table
 
 log = logging.getLogger(__name__)
 
 CACHE_EVERY = 2000  # verdicts per shard: a kill loses at most this many rows of work
+INDEX = "index.sqlite"
 
 
 def row_digest(row: dict[str, Any]) -> str:
@@ -26,6 +33,46 @@ def row_digest(row: dict[str, Any]) -> str:
         h.update(str(row.get(key)).encode("utf-8", "replace"))
         h.update(b"\0")
     return h.hexdigest()
+
+
+class _Scratch(sqlite3.Connection):
+    """sqlite reports a full disk as its own error: raised here as any other full write is
+    (`records.write_failure`), one line naming the file and saying a rerun resumes."""
+
+    def _run(self, call: Any, *args: Any) -> Any:
+        try:
+            return call(*args)
+        except sqlite3.OperationalError as e:
+            if getattr(e, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+                raise
+            full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.path)
+            raise write_failure(Path(self.path), full) from e
+
+    def execute(self, *args: Any) -> sqlite3.Cursor:
+        return self._run(super().execute, *args)
+
+    def executemany(self, *args: Any) -> sqlite3.Cursor:
+        return self._run(super().executemany, *args)
+
+    def commit(self) -> None:
+        self._run(super().commit)
+
+    def __exit__(self, *exc: Any) -> None:
+        """Close and remove the file (a plain connection's `with` only commits)."""
+        self.close()
+        Path(self.path).unlink(missing_ok=True)
+
+
+def scratch_db(path: Path) -> sqlite3.Connection:
+    """A throwaway sqlite file (any old one is replaced): no journal, no fsync, since a crash
+    only means rebuilding it from what it indexes."""
+    for stale in (path, path.with_name(path.name + "-journal")):
+        stale.unlink(missing_ok=True)
+    db = sqlite3.connect(path, factory=_Scratch)
+    db.path = str(path)
+    db.execute("PRAGMA journal_mode=OFF")
+    db.execute("PRAGMA synchronous=OFF")
+    return db
 
 
 class VerdictCache:
@@ -43,7 +90,6 @@ class VerdictCache:
             for p in folder.glob("verdicts-*.parquet"):
                 p.unlink()
         atomic_write_json(stamp, {"digest": settings_digest})
-        self.done: dict[str, tuple[str, str]] = {}
         shards = sorted(folder.glob("verdicts-*.parquet"))
         others = []
         for other in reuse or []:
@@ -52,22 +98,34 @@ class VerdictCache:
                 others += sorted(other.glob("verdicts-*.parquet"))
             else:
                 log.warning("%s: verdicts made under other settings, not reused", other)
-        for p in [*others, *shards]:
-            t = pq.read_table(p)
-            for k, d, c in zip(
-                *(t.column(n).to_pylist() for n in ("id", "digest", "checks")), strict=True
-            ):
-                self.done[k] = (d, c)
+        self.db = scratch_db(folder / INDEX)
+        self.db.execute("CREATE TABLE verdicts (id TEXT PRIMARY KEY, digest TEXT, checks TEXT)")
+        for p in [*others, *shards]:  # a later shard's verdict of a row replaces an earlier one
+            t = pq.read_table(p, columns=["id", "digest", "checks"])
+            self._index(
+                zip(*(t.column(n).to_pylist() for n in ("id", "digest", "checks")), strict=True)
+            )
+        self.db.commit()
         self.next = len(shards)
         self.buffer: list[tuple[str, str, str]] = []
 
+    def _index(self, rows: Any) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?)", rows)
+
     def get(self, key: str, digest: str) -> dict[str, Any] | None:
-        hit = self.done.get(key)
+        hit = self.db.execute("SELECT digest, checks FROM verdicts WHERE id = ?", (key,)).fetchone()
         return json.loads(hit[1]) if hit and hit[0] == digest else None
+
+    def checks(self, key: str) -> dict[str, Any]:
+        """The latest verdict of a row (after `verify_rows`, the one of its current content)."""
+        hit = self.db.execute("SELECT checks FROM verdicts WHERE id = ?", (key,)).fetchone()
+        if hit is None:
+            raise KeyError(f"no verdict cached for row {key!r}")
+        return json.loads(hit[0])
 
     def add(self, key: str, digest: str, checks: dict[str, Any]) -> None:
         text = json.dumps(checks, ensure_ascii=False, default=str)
-        self.done[key] = (digest, text)
+        self._index([(key, digest, text)])
         self.buffer.append((key, digest, text))
         if len(self.buffer) >= CACHE_EVERY:
             self.flush()
@@ -81,3 +139,14 @@ class VerdictCache:
             write_table(self.folder / f"verdicts-{self.next:05d}.parquet", table)
             self.next += 1
             self.buffer = []
+        self.db.commit()
+
+    def close(self) -> None:
+        """Remove the index (the shards are the cache; what is not flushed is dropped)."""
+        self.db.__exit__()
+
+    def __enter__(self) -> VerdictCache:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -5,7 +5,9 @@ correctness check of its domain, plus any per-row checks the caller adds (the fi
 readability rules) in the same worker, so a row crosses a pipe once. A worker stuck on a row is
 killed and the row reported as `verify_timeout`, never as a verdict. Rows the rules cannot
 decide go to the generative judge when one is configured. Verdicts come back in memory, keyed
-by row id; with `cache_dir` they are also kept on disk, so a rerun skips finished rows.
+by row id; with a cache they are also kept on disk, so a rerun skips finished rows. The filter
+asks for them on disk only (`collect=False`): it reads each back from the cache when it needs
+it, so a million rows' verdicts are never held at once.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ def verify_rows(
     *,
     also: Callable[[dict[str, Any]], Checks] | None = None,
     cache_dir: Path | None = None,
+    cache: VerdictCache | None = None,
+    collect: bool = True,
     total: int | None = None,
     show_progress: bool = True,
     label: str = "verify",
@@ -77,24 +81,35 @@ def verify_rows(
     `domain`, `reference` and `answer` (and what `also` reads). `also` must be picklable: it
     runs in the workers (a dataclass instance with `__call__`, e.g. the filter's rules).
     `executor`: where the checks run (default `run_pool` on this machine's cores; the Ray
-    executor of `verify/ray_pool.py` has the same signature). `reuse`: more verdict caches to
-    read (the Slurm shards' folders), never written."""
+    executor of `verify/ray_pool.py` has the same signature). `cache_dir`: a verdict cache
+    opened (and closed) here; `reuse`: more verdict caches to read (the Slurm shards'
+    folders), never written. `cache`: one the caller opened (made with `settings_digest(cfg,
+    also)`) and keeps open to read verdicts back. `collect=False`: verdicts go to the cache
+    only and the returned dict is empty (memory stays flat however many rows)."""
 
-    digest_all = settings_digest(cfg, also)
-    cache = VerdictCache(cache_dir, digest_all, reuse or []) if cache_dir else None
+    own = cache is None and cache_dir is not None
+    if own:
+        cache = VerdictCache(cache_dir, settings_digest(cfg, also), reuse or [])
+    if not collect and cache is None:
+        raise ValueError("verify_rows(collect=False) needs a cache to keep the verdicts in")
     results: dict[str, Checks] = {}
-    digests: dict[str, str] = {}
+    digests: dict[str, str] = {}  # rows in the pool or waiting for the judge: not yet cached
     limits: dict[str, float] = {}
     waiting: dict[str, dict[str, Any]] = {}  # rows in the pool, kept for the judge
     to_judge: list[dict[str, Any]] = []
+    judging: dict[str, Checks] = {}  # the rules' verdicts of the rows in `to_judge`
+    reused = 0
 
     def todo() -> Iterator[tuple[str, Any, float]]:
+        nonlocal reused
         for row in rows:
             key = row["id"]
             digest = row_digest(row)
             cached = cache.get(key, digest) if cache else None
             if cached is not None:
-                results[key] = cached
+                if collect:
+                    results[key] = cached
+                reused += 1
                 bar.update(task, advance=1)
                 continue
             digests[key], limits[key] = digest, row_timeout(row, cfg)
@@ -103,42 +118,48 @@ def verify_rows(
             yield key, (row, cfg, also), limits[key]
 
     def keep(key: str, checks: Checks) -> None:
-        results[key] = checks
+        if collect:
+            results[key] = checks
         if cache:
-            cache.add(key, digests[key], checks)
+            cache.add(key, digests.pop(key), checks)
 
     workers = cfg.workers or len(os.sched_getaffinity(0))
     preload = PRELOAD + ([type(also).__module__] if also is not None else [])
     bar = progress("{task.fields[rate]} rows/s", disable=not show_progress)
     started, fresh = time.time(), 0
-    with bar:
-        task = bar.add_task(label, total=total, rate="-")
-        for out in (executor or run_pool)(_check, todo(), workers, preload=preload):
-            limit = limits.pop(out.key)
-            if out.failure == "timeout":
-                checks = {
-                    "correctness": {"ok": False, "reason": "verify_timeout", "limit_s": limit}
-                }
-            elif out.failure:
-                checks = {
-                    "correctness": {"ok": None, "reason": "verify_error", "error": out.failure}
-                }
-            else:
-                checks = out.value
-            row = waiting.pop(out.key, None)
-            if row is not None and needs_judge(row, checks["correctness"], cfg):
-                results[out.key] = checks
-                to_judge.append(row)
-            else:
-                keep(out.key, checks)
-            fresh += 1
-            bar.update(task, advance=1, rate=f"{fresh / max(time.time() - started, 1e-9):,.0f}")
-    if to_judge:
-        rules = {r["id"]: results[r["id"]]["correctness"] for r in to_judge}
-        for key, verdict in run_judge(cfg, to_judge, rules).items():
-            keep(key, {**results[key], "correctness": verdict})
-    if cache:
-        cache.flush()
-    if fresh < len(results):
-        log.info("reused %d cached row verdicts, checked %d rows", len(results) - fresh, fresh)
+    try:
+        with bar:
+            task = bar.add_task(label, total=total, rate="-")
+            for out in (executor or run_pool)(_check, todo(), workers, preload=preload):
+                limit = limits.pop(out.key)
+                if out.failure == "timeout":
+                    checks = {
+                        "correctness": {"ok": False, "reason": "verify_timeout", "limit_s": limit}
+                    }
+                elif out.failure:
+                    checks = {
+                        "correctness": {"ok": None, "reason": "verify_error", "error": out.failure}
+                    }
+                else:
+                    checks = out.value
+                row = waiting.pop(out.key, None)
+                if row is not None and needs_judge(row, checks["correctness"], cfg):
+                    judging[out.key] = checks
+                    to_judge.append(row)
+                else:
+                    keep(out.key, checks)
+                fresh += 1
+                bar.update(task, advance=1, rate=f"{fresh / max(time.time() - started, 1e-9):,.0f}")
+        if to_judge:
+            rules = {key: checks["correctness"] for key, checks in judging.items()}
+            verdicts = run_judge(cfg, to_judge, rules)
+            for key, checks in judging.items():  # a row the judge gave no reply keeps the rules'
+                keep(key, {**checks, "correctness": verdicts[key]} if key in verdicts else checks)
+        if cache:
+            cache.flush()
+    finally:
+        if own:
+            cache.close()
+    if reused:
+        log.info("reused %d cached row verdicts, checked %d rows", reused, fresh)
     return results
