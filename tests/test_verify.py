@@ -187,7 +187,48 @@ def test_every_real_gold_boxed_as_an_answer_verifies_against_itself(name):
     wrong = []
     for p in problems:
         gold = json.loads(p.reference)
-        verdict = check_math(p.reference, f"The answer is $\\boxed{{{gold}}}$.")
-        if verdict.ok is not True:
-            wrong.append((p.problem_id, gold, verdict.reason))
+        for cached in (True, False):  # the boxed shortcut and math-verify's full path
+            verdict = check_math(
+                p.reference, f"The answer is $\\boxed{{{gold}}}$.", gold_cache=cached
+            )
+            if verdict.ok is not True:
+                wrong.append((p.problem_id, gold, cached, verdict.reason))
     assert not wrong, f"{len(wrong)} of {len(problems)}: {wrong[:10]}"
+
+
+ANSWER_SHAPES = [
+    "The answer is $\\boxed{%s}$.",
+    "\\boxed{%s}",
+    "So the final answer is \\[\\boxed{%s}\\]",
+    "Answer: 5. Thus \\boxed{%s}.",
+    "$\\boxed{%s}$$",
+    "\\boxed{%s} and \\boxed{7}",
+    "\\boxed{%s}, so x = 5",
+    "The final answer is \\boxed{%s}. I hope it is correct.",
+    "\\boxed{%s",
+    "%s",
+]
+
+
+@pytest.mark.skipif(not SHARED_BENCHMARKS.is_dir(), reason="../shared/benchmarks not present")
+def test_the_boxed_shortcut_gives_math_verifys_verdict_on_real_golds():
+    """An answer whose only, final box parses alone gets the verdict math-verify gives that
+    box; every other answer takes the full path. Same verdict, detail for detail, as parsing
+    every row."""
+    from distill.problems import DatasetSpec, load_problems
+
+    golds = []
+    for name in ("math500", "aime2024", "aime2025", "amc23"):
+        problems, _ = load_problems(DatasetSpec(dataset=str(SHARED_BENCHMARKS / f"{name}.jsonl")))
+        golds += [json.loads(p.reference) for p in problems]
+    differ = []
+    for i, gold in enumerate(golds):
+        other = golds[(i + 7) % len(golds)]  # a wrong answer in the same shapes
+        for shape in ANSWER_SHAPES:
+            for said in (gold, other):
+                answer = shape.replace("%s", str(said))
+                fast = check_math(json.dumps(gold), answer, None).as_dict()
+                slow = check_math(json.dumps(gold), answer, None, gold_cache=False).as_dict()
+                if fast != slow:
+                    differ.append((gold, answer, fast, slow))
+    assert not differ, f"{len(differ)} answers: {differ[:5]}"

@@ -51,14 +51,62 @@ def _parsed_gold(text: str, timeout: int | None) -> tuple[Any, ...]:
     return tuple(parse_gold(text, timeout))
 
 
+# After the closing brace of a verbatim answer: punctuation and math delimiters only, so no
+# other extraction anchor can follow it.
+_TAILS = {"", ".", "$", "$.", "\\]", "\\].", "\\)", "\\).", "$$", "$$."}
+
+
+def _boxed_content(answer: str) -> str | None:
+    """The content of the answer's only \\boxed{}, when nothing but punctuation follows it."""
+    start = answer.find("\\boxed{")
+    if start < 0 or answer.find("\\boxed", start + 1) >= 0 or "I hope" in answer:
+        return None  # "final answer is ... I hope" is math-verify's other first-priority anchor
+    i = start + len("\\boxed{")
+    depth = 1
+    for j in range(i, len(answer)):
+        depth += {"{": 1, "}": -1}.get(answer[j], 0)
+        if depth == 0:
+            return answer[i:j] if answer[j + 1 :].strip() in _TAILS else None
+    return None
+
+
+@lru_cache(maxsize=65536)
+def _boxed_verdict(gold_text: str, content: str, timeout: int | None) -> tuple[bool, str] | None:
+    """What math-verify says of an answer whose only box holds `content`, for this gold.
+
+    Computed on the answer `\\boxed{content}` alone, once per (gold, content) in a worker: the
+    samples of a problem share their gold and often their boxed answer, right or wrong. It is
+    the verdict of every answer that passes `_boxed_content`: math-verify tries its
+    first-priority patterns (the two boxed ones) before anything else and stops at the first
+    extraction that parses, so when the box parses on its own (checked here with the box as the
+    only anchor) the text around it is never read. A box that does not parse alone, or that
+    holds the word "answer" (an anchor inside the box), gets None: those rows take the full path.
+    """
+    from math_verify import LatexExtractionConfig, parse, verify
+
+    boxed = f"\\boxed{{{content}}}"
+    only_box = [LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=False)]
+    if "answer" in content.lower() or not parse(
+        boxed, extraction_config=only_box, parsing_timeout=timeout
+    ):
+        return None
+    gold = list(_parsed_gold(gold_text, timeout))
+    pred = parse(boxed, extraction_config=_configs()[1], parsing_timeout=timeout)
+    if not gold or not pred:
+        return None
+    return bool(verify(gold, pred, timeout_seconds=timeout)), str(pred[-1])
+
+
 def check_math(
     reference: str | None, answer: str, timeout: int | None = 5, gold_cache: bool = True
 ) -> Verdict:
     """Correctness of a maths answer; `reference` is the record's JSON gold answer.
 
-    `gold_cache`: reuse the parsed gold of a reference this process has seen (rows arrive
-    grouped by problem, so a worker parses each problem's gold once); False parses per row
-    (the slow path the benchmark compares verdicts against).
+    `gold_cache`: reuse per-gold work this process has done (rows arrive grouped by problem,
+    so a worker parses each problem's gold once, and an answer whose only box holds what an
+    earlier sample of the problem boxed gets the verdict math-verify gave that box,
+    `_boxed_verdict`); False parses everything
+    per row (the slow path the benchmark and tests compare verdicts against).
 
     `timeout` is math-verify's own SIGALRM limit; `distill filter` passes None and kills the
     worker instead, so a timeout is reported as `verify_timeout`, never as a wrong answer.
@@ -68,15 +116,23 @@ def check_math(
     gold_text = json.loads(reference) if reference else None
     if gold_text is None or not str(gold_text).strip():
         return undecided("unverifiable_reference", gold=None)
-    gold = list(_parsed_gold(str(gold_text), timeout) if gold_cache else parse_gold(str(gold_text), timeout))
+    gold_text = str(gold_text)
+    gold = list(_parsed_gold(gold_text, timeout) if gold_cache else parse_gold(gold_text, timeout))
     if not gold:
-        return undecided("unverifiable_reference", gold=str(gold_text))
+        return undecided("unverifiable_reference", gold=gold_text)
     if not answer.strip():
-        return failed("no_answer", gold=str(gold_text))
+        return failed("no_answer", gold=gold_text)
+    content = _boxed_content(answer) if gold_cache else None
+    if content is not None:
+        known = _boxed_verdict(gold_text, content, timeout)
+        if known is not None:
+            ok, extracted = known
+            details = {"gold": gold_text, "extracted": extracted}
+            return passed(**details) if ok else failed("wrong_answer", **details)
     pred = parse(answer, extraction_config=_configs()[1], parsing_timeout=timeout)
     if not pred:
-        return failed("no_answer", gold=str(gold_text))
-    details = {"gold": str(gold_text), "extracted": str(pred[-1])}
+        return failed("no_answer", gold=gold_text)
+    details = {"gold": gold_text, "extracted": str(pred[-1])}
     if verify(gold, pred, timeout_seconds=timeout):
         return passed(**details)
     return failed("wrong_answer", **details)
