@@ -144,13 +144,14 @@ def stage_views(p: Pipeline, digest: dict[str, str]) -> list[StageView]:
 
 
 def status(p: Pipeline) -> Any:
-    """The pipeline's stages as a rich table: state, output, wall time, what changed."""
+    """The pipeline's stages as a rich table: state, wall time, when it ran. Each stage's
+    output is OUTPUT/STAGE (the title names OUTPUT), so the stage names get the width."""
     from rich.table import Table
 
     digest = digests(p)
-    table = Table(title=f"distill pipeline {p.name} → {p.output}")
-    for col in ("stage", "command", "state", "output", "wall", "ran"):
-        table.add_column(col, justify="right" if col == "wall" else "left")
+    table = Table(title=f"distill pipeline {p.name} → {p.output}/STAGE")
+    for col in ("stage", "command", "state", "wall", "ran"):
+        table.add_column(col, justify="right" if col == "wall" else "left", no_wrap=col == "stage")
     colors = {"done": "green", "stale": "yellow", "running": "cyan", "interrupted": "magenta", "failed": "red"}  # fmt: skip
     for s in p.stages:
         st = state(p, s.name, digest[s.name])
@@ -159,7 +160,7 @@ def status(p: Pipeline) -> Any:
         shown = f"[{colors[st]}]{st}[/]" if st in colors else st
         if st == "failed":
             shown += f" (exit {rec.get('exit_code')})"
-        table.add_row(s.name, s.command, shown, str(p.folder(s.name)), wall, rec.get("finished") or rec.get("started") or "")  # fmt: skip
+        table.add_row(s.name, s.command, shown, wall, rec.get("finished") or rec.get("started") or "")  # fmt: skip
     return table
 
 
