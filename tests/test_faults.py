@@ -552,3 +552,42 @@ def test_messages_name_the_line_the_field_and_the_path(tmp_path, monkeypatch):
     filter_corpus(FilterConfig(input=Path("traces"), output=Path("o"), progress=False, report=False))
     # the same input by its absolute path is the same input, not "another input"
     filter_corpus(FilterConfig(input=tmp_path / "traces", output=Path("o"), progress=False, report=False))
+
+
+def test_a_judge_that_gives_no_answer_is_asked_again_on_the_rerun(tmp_path, monkeypatch):
+    """A dead judge endpoint: the run reports those rows undecided, but their verdicts are not
+    cached as if judged, so the next run sends them to the judge again."""
+    from conftest import ScriptedTeacher
+
+    from distill.teachers import Sample
+    from distill.verify import VerifyConfig, judge, service
+
+    class Judge(ScriptedTeacher):
+        def __init__(self, dead: bool):
+            super().__init__()
+            self.dead = dead
+
+        def generate(self, requests):
+            for req in requests:
+                self.requests.append(req)
+                if self.dead:
+                    yield [Sample(req.key, 0, "", "error", error="connection refused")]
+                else:
+                    yield [Sample(req.key, 0, "Checking.\nVERDICT: CORRECT", "stop")]
+
+    asked = []
+
+    def run_judge(cfg, rows, rules=None, teacher=None):
+        asked.append(sorted(r["id"] for r in rows))
+        return judge.run_judge(cfg, rows, rules, teacher=Judge(dead=len(asked) == 1))
+
+    monkeypatch.setattr(service, "run_judge", run_judge)
+    rows = [{"id": "a", "problem": "Capital of France?", "reference": '"Paris"',
+             "answer": "Paris", "domain": "text"}]  # fmt: skip
+    cfg = VerifyConfig(judge="tiny", workers=1)
+    first = service.verify_rows(rows, cfg, cache_dir=tmp_path / "cache", show_progress=False)
+    assert first["a"]["correctness"]["ok"] is None  # the rules cannot decide, the judge said nothing
+    again = service.verify_rows(rows, cfg, cache_dir=tmp_path / "cache", show_progress=False)
+    assert asked == [["a"], ["a"]] and again["a"]["correctness"]["ok"] is True
+    third = service.verify_rows(rows, cfg, cache_dir=tmp_path / "cache", show_progress=False)
+    assert asked == [["a"], ["a"]] and third["a"]["correctness"]["ok"] is True  # judged: cached

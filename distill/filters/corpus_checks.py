@@ -128,6 +128,7 @@ class CorpusChecks:
             NearDuplicates(cfg.near_dup_threshold, db) if cfg.near_dup_threshold > 0 else None
         )
         db.execute("CREATE TABLE firsts (key INTEGER PRIMARY KEY, id TEXT)")
+        db.execute("CREATE TABLE dupes (n INTEGER PRIMARY KEY, of TEXT)")  # by row ordinal
         db.execute(
             "CREATE TABLE candidates (pid TEXT, n INTEGER, sample_index INTEGER, length INTEGER)"
         )
@@ -136,20 +137,25 @@ class CorpusChecks:
         self.contaminated: dict[str, dict[str, Any]] = {}
         self.ordinal = 0  # the next row `decide` expects
 
-    def _first(self, row: dict[str, Any]) -> str | None:
-        """The id of the first row with this row's completion (its own when it is the first);
-        the scan stores it, `decide` finds it stored."""
+    def _duplicate_of(self, n: int, row: dict[str, Any]) -> str | None:
+        """Scan: the id of the first row with this row's completion when that is another row
+        (stored by ordinal, so `decide` neither hashes the completion again nor looks it up)."""
         key = completion_hash(row["completion"])
         if key is None:
             return None
         self.db.execute("INSERT OR IGNORE INTO firsts VALUES (?, ?)", (key, row["id"]))
-        return self.db.execute("SELECT id FROM firsts WHERE key = ?", (key,)).fetchone()[0]
+        first = self.db.execute("SELECT id FROM firsts WHERE key = ?", (key,)).fetchone()[0]
+        if first == row["id"]:
+            return None
+        self.db.execute("INSERT INTO dupes VALUES (?, ?)", (n, first))
+        return first
 
-    def _checks(self, row: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-        """A row's checks (its own, then the corpus ones) and every reason it fails."""
+    def _checks(self, row: dict[str, Any], first: str | None) -> tuple[dict[str, Any], list[str]]:
+        """A row's checks (its own, then the corpus ones) and every reason it fails; `first`:
+        the earlier row with the same completion, if any."""
         checks = self.verdicts(row["id"])
         pid = row["problem_id"]
-        if self.cfg.dedup and (first := self._first(row)) not in (None, row["id"]):
+        if first is not None:
             checks["duplicate"] = {
                 "ok": False,
                 "reason": "duplicate",
@@ -175,7 +181,8 @@ class CorpusChecks:
                     self.near[pid] = dup
                 if self.benchmarks and (hit := self.benchmarks.match(row["problem"])) is not None:
                     self.contaminated[pid] = hit
-            checks, reasons = self._checks(row)
+            first = self._duplicate_of(n, row) if self.cfg.dedup else None
+            checks, reasons = self._checks(row, first)
             ok = checks["correctness"].get("ok")
             p.samples += 1
             if ok is not None:
@@ -199,7 +206,12 @@ class CorpusChecks:
     def decide(self, row: dict[str, Any]) -> dict[str, Any]:
         """The next row's decision: correct, kept, reasons, checks, problem_correct/verified."""
         n, self.ordinal = self.ordinal, self.ordinal + 1
-        checks, reasons = self._checks(row)
+        hit = (
+            self.db.execute("SELECT of FROM dupes WHERE n = ?", (n,)).fetchone()
+            if self.cfg.dedup
+            else None
+        )
+        checks, reasons = self._checks(row, hit[0] if hit else None)
         p = self.problems[row["problem_id"]]
         if not reasons and self.cfg.keep != "all" and n not in p.chosen:
             reasons.append("not_selected")

@@ -123,6 +123,11 @@ class VerdictCache:
             raise KeyError(f"no verdict cached for row {key!r}")
         return json.loads(hit[0])
 
+    def hold(self, key: str, checks: dict[str, Any]) -> None:
+        """A verdict this run reads back but never reuses or keeps (a judge request that got
+        no answer): indexed without a digest, so `get` misses it and a rerun asks again."""
+        self._index([(key, "", json.dumps(checks, ensure_ascii=False, default=str))])
+
     def add(self, key: str, digest: str, checks: dict[str, Any]) -> None:
         text = json.dumps(checks, ensure_ascii=False, default=str)
         self._index([(key, digest, text)])

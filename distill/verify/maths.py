@@ -54,6 +54,7 @@ def _parsed_gold(text: str, timeout: int | None) -> tuple[Any, ...]:
 # After the closing brace of a verbatim answer: punctuation and math delimiters only, so no
 # other extraction anchor can follow it.
 _TAILS = {"", ".", "$", "$.", "\\]", "\\].", "\\)", "\\).", "$$", "$$."}
+_BRACES = {"{": 1, "}": -1}
 
 
 def _boxed_content(answer: str) -> str | None:
@@ -64,7 +65,7 @@ def _boxed_content(answer: str) -> str | None:
     i = start + len("\\boxed{")
     depth = 1
     for j in range(i, len(answer)):
-        depth += {"{": 1, "}": -1}.get(answer[j], 0)
+        depth += _BRACES.get(answer[j], 0)
         if depth == 0:
             return answer[i:j] if answer[j + 1 :].strip() in _TAILS else None
     return None
@@ -90,10 +91,10 @@ def _boxed_verdict(gold_text: str, content: str, timeout: int | None) -> tuple[b
         boxed, extraction_config=only_box, parsing_timeout=timeout
     ):
         return None
-    gold = list(_parsed_gold(gold_text, timeout))
     pred = parse(boxed, extraction_config=_configs()[1], parsing_timeout=timeout)
-    if not gold or not pred:
+    if not pred:
         return None
+    gold = list(_parsed_gold(gold_text, timeout))  # check_math calls this only for one that parsed
     return bool(verify(gold, pred, timeout_seconds=timeout)), str(pred[-1])
 
 
@@ -105,8 +106,8 @@ def check_math(
     `gold_cache`: reuse per-gold work this process has done (rows arrive grouped by problem,
     so a worker parses each problem's gold once, and an answer whose only box holds what an
     earlier sample of the problem boxed gets the verdict math-verify gave that box,
-    `_boxed_verdict`); False parses everything
-    per row (the slow path the benchmark and tests compare verdicts against).
+    `_boxed_verdict`); False parses everything per row (the slow path the benchmark and
+    tests compare verdicts against).
 
     `timeout` is math-verify's own SIGALRM limit; `distill filter` passes None and kills the
     worker instead, so a timeout is reported as `verify_timeout`, never as a wrong answer.

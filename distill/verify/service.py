@@ -117,10 +117,13 @@ def verify_rows(
                 waiting[key] = row
             yield key, (row, cfg, also), limits[key]
 
-    def keep(key: str, checks: Checks) -> None:
+    def keep(key: str, checks: Checks, unanswered: bool = False) -> None:
         if collect:
             results[key] = checks
-        if cache:
+        if cache and unanswered:  # a dead judge endpoint: this run's verdict, asked again later
+            digests.pop(key)
+            cache.hold(key, checks)
+        elif cache:
             cache.add(key, digests.pop(key), checks)
 
     workers = cfg.workers or len(os.sched_getaffinity(0))
@@ -154,7 +157,9 @@ def verify_rows(
             rules = {key: checks["correctness"] for key, checks in judging.items()}
             verdicts = run_judge(cfg, to_judge, rules)
             for key, checks in judging.items():  # a row the judge gave no reply keeps the rules'
-                keep(key, {**checks, "correctness": verdicts[key]} if key in verdicts else checks)
+                verdict = verdicts.get(key)
+                failed = verdict is None or bool(verdict["judge"].get("error"))
+                keep(key, checks if verdict is None else {**checks, "correctness": verdict}, failed)
         if cache:
             cache.flush()
     finally:
