@@ -8,9 +8,9 @@ Per-row checks (correctness, readability) run through the verification service
 in `OUTPUT/.work/` so a rerun skips finished rows.
 Corpus-level checks (duplicates, contamination) and the per-problem selection follow; every
 row is written to `kept/` or `rejected/` with `correct`, `kept`, `reasons` and `checks`.
-Memory stays flat with corpus size: the input is streamed (three passes: verify, corpus scan,
-write), verdicts are read back from their cache row by row, per-row state of the corpus step
-sits in an sqlite file in `.work/`, and only per-problem facts are held.
+Memory stays flat with corpus size: the input is streamed (four passes: row check, verify,
+corpus scan, write), verdicts are read back from their cache row by row, per-row state of the
+corpus step sits in an sqlite file in `.work/`, and only per-problem facts are held.
 The new output (both splits and the report) is written beside the old one and switched in
 whole (`records.switch_filter_output`): a kill at any moment leaves the old output or the new
 one, never a mix.
@@ -32,7 +32,14 @@ from distill.config import dump_yaml, option, to_dict
 from distill.errors import UserError
 from distill.filters.corpus_checks import CorpusChecks, CorpusConfig
 from distill.filters.decontam import build_index
-from distill.filters.inputs import ROW_FIELDS, Deriver, corpus_rows, input_files, iter_batches
+from distill.filters.inputs import (
+    ROW_FIELDS,
+    Deriver,
+    check_rows,
+    corpus_rows,
+    input_files,
+    iter_batches,
+)
 from distill.filters.readability import RowChecksConfig
 from distill.filters.report import Tally, build_report, print_report, write_report
 from distill.lock import output_lock
@@ -273,6 +280,7 @@ def filter_corpus(cfg: FilterConfig) -> dict[str, Any]:
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     if total == 0:
         raise UserError(f"{cfg.input}: the corpus has no rows")
+    check_rows(files)  # a bad row or a duplicate id: refused before hours of verification
     input_key = {"path": str(cfg.input), "resolved": str(Path(cfg.input).resolve()),
                  "files": len(files), "rows": total}  # fmt: skip
     if cfg.shard:
@@ -299,7 +307,7 @@ def filter_corpus(cfg: FilterConfig) -> dict[str, Any]:
                 checks = CorpusChecks(
                     cfg.corpus, cache.checks, db, cfg.verify.keep_unverified, benchmarks
                 )
-                checks.scan(corpus_rows(files, check_ids=False))  # the verify pass checked them
+                checks.scan(corpus_rows(files))
             except UserError:
                 if created:  # a bad row found mid-way: leave no half-made output behind
                     shutil.rmtree(out, ignore_errors=True)

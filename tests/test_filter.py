@@ -461,3 +461,29 @@ def test_bad_row_is_named_by_its_position_in_the_file(tmp_path):
     with pytest.raises(UserError, match=r"big\.parquet: row 1400: 'problem' must be text"):
         run(tmp_path / "in", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("bad", ["duplicate", "completion"])
+def test_bad_row_is_refused_before_any_row_is_verified(tmp_path, monkeypatch, bad):
+    """A duplicate id or a null completion deep in a big corpus: one line, nothing verified."""
+    import distill.filter
+
+    def never(*a, **k):
+        raise AssertionError("verification started before the bad row was refused")
+
+    monkeypatch.setattr(distill.filter, "verify_rows", never)
+    (tmp_path / "in").mkdir()
+    ids = [f"p{i}/0" for i in range(1500)]
+    completions = [think("r", "\\boxed{1}")] * 1500
+    if bad == "duplicate":
+        ids[1400] = "p7/0"
+        want = r"big\.parquet: row 1400: duplicate id 'p7/0' \(also at .*big\.parquet: row 7\)"
+    else:
+        completions[1400] = None
+        want = r"big\.parquet: row 1400: 'completion' must be text, got None"
+    table = pa.table({"id": ids, "problem": [f"Problem {i}" for i in range(1500)], "domain": ["math"] * 1500,
+                      "reference": ['"1"'] * 1500, "completion": completions})  # fmt: skip
+    pq.write_table(table, tmp_path / "in" / "big.parquet")
+    with pytest.raises(UserError, match=want):
+        run(tmp_path / "in", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

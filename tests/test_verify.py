@@ -210,6 +210,15 @@ ANSWER_SHAPES = [
 ]
 
 
+@pytest.mark.parametrize("box", ["\\sqrt{}", "5 \\div", "x=", "\\begin{array}", "5,,", "^5", "{}", "7"])
+def test_a_box_that_does_not_parse_alone_takes_the_full_path(box):
+    """math-verify reads such an answer at its other anchors (here the earlier "answer is
+    $5$"), which the box alone lacks: the shortcut must not answer for it."""
+    answer = f"My answer is $5$ so the final box is $\\boxed{{{box}}}$."
+    fast = check_math(json.dumps("5"), answer, None).as_dict()
+    assert fast == check_math(json.dumps("5"), answer, None, gold_cache=False).as_dict()
+
+
 @pytest.mark.skipif(not SHARED_BENCHMARKS.is_dir(), reason="../shared/benchmarks not present")
 def test_the_boxed_shortcut_gives_math_verifys_verdict_on_real_golds():
     """An answer whose only, final box parses alone gets the verdict math-verify gives that

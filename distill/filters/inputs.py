@@ -67,12 +67,11 @@ class Deriver:
     def __init__(self) -> None:
         self.per_problem: dict[str, int] = {}
 
-    def __call__(self, row: dict[str, Any], where: str) -> dict[str, Any]:
-        for c in (*REQUIRED[:2], "completion"):
+    def ids(self, row: dict[str, Any], where: str) -> dict[str, Any]:
+        """The row's problem_id, sample_index and id (and its text fields checked)."""
+        for c in REQUIRED[:2]:
             if not isinstance(row.get(c), str):
                 raise UserError(f"{where}: '{c}' must be text, got {row.get(c)!r}")
-        if row.get("reasoning") is None or row.get("answer") is None:
-            row["reasoning"], row["answer"] = split_trace(row["completion"])
         if row.get("problem_id") is None:
             row["problem_id"] = stable_id(row["problem"])
         if row.get("sample_index") is None:
@@ -82,6 +81,14 @@ class Deriver:
         )
         if row.get("id") is None:
             row["id"] = f"{row['problem_id']}/{row['sample_index']}"
+        return row
+
+    def __call__(self, row: dict[str, Any], where: str) -> dict[str, Any]:
+        self.ids(row, where)
+        if not isinstance(row.get("completion"), str):
+            raise UserError(f"{where}: 'completion' must be text, got {row.get('completion')!r}")
+        if row.get("reasoning") is None or row.get("answer") is None:
+            row["reasoning"], row["answer"] = split_trace(row["completion"])
         if row.get("finish_reason") is None:
             row["finish_reason"] = "stop"
         return row
@@ -92,20 +99,39 @@ def _id_hash(key: str) -> int:
     return int.from_bytes(digest, "little", signed=True)
 
 
-def corpus_rows(files: list[Path], check_ids: bool = True) -> Iterator[dict[str, Any]]:
-    """Every row's trace fields, derived where absent, in corpus order. `check_ids`: refuse a
-    corpus with a duplicate id, once the pass is over (an 8-byte hash per row is all it keeps:
-    a set of a million id strings would be most of the filter's memory)."""
+ID_FIELDS = ["id", "problem_id", "sample_index", *REQUIRED[:2]]
+
+
+def check_rows(files: list[Path]) -> None:
+    """Refuse a bad row before any of them is verified: every row's text fields and a unique
+    id, in one pass that reads the id columns and only the completions' validity (never their
+    text: a million 8k-token completions are most of the corpus). An 8-byte hash per row is
+    all it keeps: a set of a million id strings would be most of the filter's memory."""
+    import pyarrow as pa
+
+    derive, ids = Deriver(), array("q")
+    for f, offset, batch in iter_batches(files, [*ID_FIELDS, "completion"]):
+        text = batch.column(batch.schema.get_field_index("completion"))
+        if pa.types.is_string(text.type) or pa.types.is_large_string(text.type):
+            bad = text.is_null().to_pylist().index(True) if text.null_count else -1
+        else:
+            bad = 0
+        names = [c for c in ID_FIELDS if c in batch.schema.names]
+        for i, row in enumerate(batch.select(names).to_pylist()):
+            where = f"{f}: row {offset + i}"
+            key = derive.ids(row, where)["id"]
+            if i == bad:
+                raise UserError(f"{where}: 'completion' must be text, got {text[i].as_py()!r}")
+            ids.append(_id_hash(key))
+    _refuse_duplicate_ids(files, ids)
+
+
+def corpus_rows(files: list[Path]) -> Iterator[dict[str, Any]]:
+    """Every row's trace fields, derived where absent, in corpus order (`check_rows` first)."""
     derive = Deriver()
-    ids = array("q") if check_ids else None
     for f, offset, batch in iter_batches(files, list(ROW_FIELDS)):
         for i, row in enumerate(batch.to_pylist()):
-            out = derive({k: row.get(k) for k in ROW_FIELDS}, f"{f}: row {offset + i}")
-            if ids is not None:
-                ids.append(_id_hash(out["id"]))
-            yield out
-    if ids is not None:
-        _refuse_duplicate_ids(files, ids)
+            yield derive({k: row.get(k) for k in ROW_FIELDS}, f"{f}: row {offset + i}")
 
 
 def _refuse_duplicate_ids(files: list[Path], ids: array) -> None:
@@ -118,10 +144,10 @@ def _refuse_duplicate_ids(files: list[Path], ids: array) -> None:
     # a second pass names the rows as a one-pass check would; equal hashes of different ids
     # (rare: 3% of billion-row corpora) cost only that pass
     derive, seen = Deriver(), {}
-    for f, offset, batch in iter_batches(files, list(ROW_FIELDS)):
+    for f, offset, batch in iter_batches(files, ID_FIELDS):
         for i, row in enumerate(batch.to_pylist()):
             where = f"{f}: row {offset + i}"
-            key = derive({k: row.get(k) for k in ROW_FIELDS}, where)["id"]
+            key = derive.ids({k: row.get(k) for k in ID_FIELDS}, where)["id"]
             if _id_hash(key) not in suspects:
                 continue
             if key in seen:

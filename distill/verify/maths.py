@@ -71,6 +71,29 @@ def _boxed_content(answer: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=1)
+def _only_box() -> list[Any]:
+    from math_verify import LatexExtractionConfig
+
+    return [LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=False)]
+
+
+@lru_cache(maxsize=16384)
+def _parsed_box(content: str, timeout: int | None) -> tuple[Any, ...] | None:
+    """math-verify's parse of the answer `\\boxed{content}` with the box as its only anchor;
+    None unless the box parses on its own. Once per content in a worker: answers recur across
+    a corpus's problems ("2", "\\frac{1}{2}", an interval), and latex2sympy of an interval or a
+    tuple costs 50-100 ms (math-verify's own cache keeps 20)."""
+    from math_verify import parse
+
+    pred = parse(f"\\boxed{{{content}}}", extraction_config=_only_box(), parsing_timeout=timeout)
+    # A box that does not parse leaves only math-verify's fallback string: the full answer is
+    # then read at its other anchors (an earlier "answer is $5$"), which the box alone lacks.
+    if all(isinstance(p, str) for p in pred):
+        return None
+    return tuple(pred)
+
+
 @lru_cache(maxsize=65536)
 def _boxed_verdict(gold_text: str, content: str, timeout: int | None) -> tuple[bool, str] | None:
     """What math-verify says of an answer whose only box holds `content`, for this gold.
@@ -79,23 +102,20 @@ def _boxed_verdict(gold_text: str, content: str, timeout: int | None) -> tuple[b
     samples of a problem share their gold and often their boxed answer, right or wrong. It is
     the verdict of every answer that passes `_boxed_content`: math-verify tries its
     first-priority patterns (the two boxed ones) before anything else and stops at the first
-    extraction that parses, so when the box parses on its own (checked here with the box as the
-    only anchor) the text around it is never read. A box that does not parse alone, or that
-    holds the word "answer" (an anchor inside the box), gets None: those rows take the full path.
+    extraction that parses, so when the box parses on its own (`_parsed_box`, the box the only
+    anchor) the text around it is never read, and that parse is the prediction the full answer
+    gives. A box that does not parse alone, or that holds the word "answer" (an anchor inside
+    the box), gets None: those rows take the full path.
     """
-    from math_verify import LatexExtractionConfig, parse, verify
+    from math_verify import verify
 
-    boxed = f"\\boxed{{{content}}}"
-    only_box = [LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=False)]
-    if "answer" in content.lower() or not parse(
-        boxed, extraction_config=only_box, parsing_timeout=timeout
-    ):
+    if "answer" in content.lower():
         return None
-    pred = parse(boxed, extraction_config=_configs()[1], parsing_timeout=timeout)
-    if not pred:
+    pred = _parsed_box(content, timeout)
+    if pred is None:
         return None
     gold = list(_parsed_gold(gold_text, timeout))  # check_math calls this only for one that parsed
-    return bool(verify(gold, pred, timeout_seconds=timeout)), str(pred[-1])
+    return bool(verify(gold, list(pred), timeout_seconds=timeout)), str(pred[-1])
 
 
 def check_math(
