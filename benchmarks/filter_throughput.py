@@ -114,6 +114,16 @@ def write_corpus(rows: list[dict], folder: Path) -> None:
     pq.write_table(pa.Table.from_pylist(rows), folder / "shard-00000.parquet")
 
 
+def fresh(fn, *args):
+    """`fn(*args)` in a new process: sympy, math-verify and distill cache results globally, so
+    a loop run after another in one process would find the work of the first already done."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
 def sequential(rows: list[dict]) -> float:
     """open-r1's accuracy reward (src/open_r1/rewards.py): parse the gold, parse the whole
     completion with its extraction config, verify; one row after another, in one process."""
@@ -317,9 +327,9 @@ def main() -> None:
         if args.only == "code":
             return
         rows = maths_rows(args.rows, samples=args.samples)
-        seq = sequential(rows)
-        own, slow = sequential_own(rows)
-        own_fast, _ = sequential_own(rows, cached=True)
+        seq = fresh(sequential, rows)
+        own, slow = fresh(sequential_own, rows)
+        own_fast, _ = fresh(sequential_own, rows, True)
         par, report = run_filter(rows, work, args.workers)
         fast = report["verdicts"]
         differ = [k for k in slow if fast.get(k) != slow[k]]

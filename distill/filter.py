@@ -8,9 +8,10 @@ Per-row checks (correctness, readability) run through the verification service
 in `OUTPUT/.work/` so a rerun skips finished rows.
 Corpus-level checks (duplicates, contamination) and the per-problem selection follow; every
 row is written to `kept/` or `rejected/` with `correct`, `kept`, `reasons` and `checks`.
-Memory stays flat with corpus size: the input is streamed (four passes: row check, verify,
-corpus scan, write), verdicts are read back from their cache row by row, per-row state of the
-corpus step sits in an sqlite file in `.work/`, and only per-problem facts are held.
+Memory stays flat with corpus size: the input is streamed (three passes: row check, verify
+with the corpus scan riding along, write), verdicts are read back from their cache row by row,
+per-row state of the corpus step sits in an sqlite file in `.work/`, and only per-problem facts
+are held.
 The new output (both splits and the report) is written beside the old one and switched in
 whole (`records.switch_filter_output`): a kill at any moment leaves the old output or the new
 one, never a mix.
@@ -298,16 +299,19 @@ def filter_corpus(cfg: FilterConfig) -> dict[str, Any]:
                 shards = _shard_folders(cfg, input_key)
                 digest = settings_digest(cfg.verify, cfg.rows)
                 cache = scratch.enter_context(VerdictCache(out / WORK, digest, shards))
-                verify_rows(
-                    corpus_rows(files), cfg.verify, also=cfg.rows, cache=cache, collect=False,
-                    total=total, show_progress=cfg.progress,
-                    executor=None if cfg.reduce else _executor(cfg),
-                )  # fmt: skip
                 db = scratch.enter_context(scratch_db(out / WORK / "corpus.sqlite"))
                 checks = CorpusChecks(
                     cfg.corpus, cache.checks, db, cfg.verify.keep_unverified, benchmarks
                 )
-                checks.scan(corpus_rows(files))
+                # the corpus step sees each row as it is read and counts each verdict as it
+                # arrives: one pass over the input for both
+                verify_rows(
+                    corpus_rows(files), cfg.verify, also=cfg.rows, cache=cache, collect=False,
+                    total=total, show_progress=cfg.progress,
+                    executor=None if cfg.reduce else _executor(cfg),
+                    on_row=checks.see, on_verdict=checks.count,
+                )  # fmt: skip
+                checks.finish()
             except UserError:
                 if created:  # a bad row found mid-way: leave no half-made output behind
                     shutil.rmtree(out, ignore_errors=True)

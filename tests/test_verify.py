@@ -241,3 +241,14 @@ def test_the_boxed_shortcut_gives_math_verifys_verdict_on_real_golds():
                 if fast != slow:
                     differ.append((gold, answer, fast, slow))
     assert not differ, f"{len(differ)} answers: {differ[:5]}"
+
+
+def test_the_numeric_precheck_stays_within_math_verifys_alarm():
+    """A wrong answer that sympy cannot evaluate in time (a power tower) is bounded by the
+    in-process timeout the eval and RL paths use, and gets the full path's verdict."""
+    tower = "\\boxed{9^{9^{9^{9^{9}}}}}"
+    t = time.monotonic()
+    fast = check_math(json.dumps("5"), tower, 1).as_dict()
+    assert time.monotonic() - t < 10
+    assert fast == check_math(json.dumps("5"), tower, 1, gold_cache=False).as_dict()
+    assert fast["ok"] is False

@@ -4,9 +4,11 @@ Row verdicts arrive from the per-row checks; this step adds the checks that need
 corpus, gathers every reason of each row (all of them, not only the first) and applies the
 per-problem selection policy among the samples that passed everything.
 
-It streams: `scan` reads the rows once and keeps what each problem needs (pass rate,
-selection, near-duplicate and contamination verdicts); `decide` then gives each row's decision
-as the output is written, in the same order. Per-row state (the first row of each completion,
+It streams: `see` takes each row in corpus order (problem-level checks, exact duplicates) and
+`count` its verdict when that arrives, so the filter does both during its verification pass;
+`finish` applies the selection; `decide` then gives each row's decision as the output is
+written, in the same order. What each problem needs (pass rate, selection, near-duplicate and
+contamination verdicts) is all that is kept. Per-row state (the first row of each completion,
 the near-duplicate index, random:K's candidates) sits in an sqlite file in the work folder,
 verdicts are read back from the verdict cache: memory grows with problems, not rows.
 """
@@ -107,7 +109,8 @@ class _Problem:
 
 
 class CorpusChecks:
-    """`scan(rows)` once, then `decide(row)` for every row in the same order. `verdicts`: row
+    """`see(row)` for every row and `count(id, checks)` for its verdict (or `scan(rows)` when
+    every verdict is cached), `finish()`, then `decide(row)` for every row in the same order. `verdicts`: row
     id -> its per-row checks (the verdict cache). `benchmarks`: the decontamination index,
     when the caller built it before verifying (so a wrong benchmark name fails before the
     work); else it is built here from the config. `db`: the sqlite file for per-row state."""
@@ -135,10 +138,12 @@ class CorpusChecks:
         self.problems: dict[str, _Problem] = {}
         self.near: dict[str, dict[str, Any]] = {}
         self.contaminated: dict[str, dict[str, Any]] = {}
+        self.seen = 0  # ordinal of the next row `see` takes
+        self.pending: dict[str, tuple[int, str, int, int, str | None]] = {}
         self.ordinal = 0  # the next row `decide` expects
 
     def _duplicate_of(self, n: int, row: dict[str, Any]) -> str | None:
-        """Scan: the id of the first row with this row's completion when that is another row
+        """The id of the first row with this row's completion when that is another row
         (stored by ordinal, so `decide` neither hashes the completion again nor looks it up)."""
         key = completion_hash(row["completion"])
         if key is None:
@@ -150,11 +155,11 @@ class CorpusChecks:
         self.db.execute("INSERT INTO dupes VALUES (?, ?)", (n, first))
         return first
 
-    def _checks(self, row: dict[str, Any], first: str | None) -> tuple[dict[str, Any], list[str]]:
+    def _checks(
+        self, pid: str, checks: dict[str, Any], first: str | None
+    ) -> tuple[dict[str, Any], list[str]]:
         """A row's checks (its own, then the corpus ones) and every reason it fails; `first`:
         the earlier row with the same completion, if any."""
-        checks = self.verdicts(row["id"])
-        pid = row["problem_id"]
         if first is not None:
             checks["duplicate"] = {
                 "ok": False,
@@ -170,29 +175,41 @@ class CorpusChecks:
             checks["contaminated"] = {"ok": False, "reason": "contaminated", **hit}
         return checks, row_reasons(checks, self.keep_unverified)
 
-    def scan(self, rows: Iterable[dict[str, Any]]) -> None:
-        """Pass rates, problem-level checks and the per-problem selection."""
-        for n, row in enumerate(rows):
-            pid = row["problem_id"]
-            p = self.problems.get(pid)
-            if p is None:  # problem-level checks, in order of first appearance
-                p = self.problems[pid] = _Problem()
-                if self.near_index and (dup := self.near_index.check(pid, row["problem"])):
-                    self.near[pid] = dup
-                if self.benchmarks and (hit := self.benchmarks.match(row["problem"])) is not None:
-                    self.contaminated[pid] = hit
-            first = self._duplicate_of(n, row) if self.cfg.dedup else None
-            checks, reasons = self._checks(row, first)
-            ok = checks["correctness"].get("ok")
-            p.samples += 1
-            if ok is not None:
-                p.verified += 1
-                p.correct += bool(ok)
-            if not reasons:
-                p.passed = True
-                if self.cfg.keep != "all":  # every passing row is kept: nothing to choose
-                    self.db.execute("INSERT INTO candidates VALUES (?, ?, ?, ?)",
-                                    (pid, n, row["sample_index"], row_length(row)))  # fmt: skip
+    def see(self, row: dict[str, Any]) -> None:
+        """The next row in corpus order, before its verdict: problem-level checks on a
+        problem's first row, exact duplicates; what `count` needs waits in `pending` (rows in
+        flight only)."""
+        n, self.seen = self.seen, self.seen + 1
+        pid = row["problem_id"]
+        if pid not in self.problems:  # problem-level checks, in order of first appearance
+            self.problems[pid] = _Problem()
+            if self.near_index and (dup := self.near_index.check(pid, row["problem"])):
+                self.near[pid] = dup
+            if self.benchmarks and (hit := self.benchmarks.match(row["problem"])) is not None:
+                self.contaminated[pid] = hit
+        first = self._duplicate_of(n, row) if self.cfg.dedup else None
+        self.pending[row["id"]] = (n, pid, row["sample_index"], row_length(row), first)
+
+    def count(self, key: str, checks: dict[str, Any]) -> None:
+        """A seen row's verdict (in any order): its problem's pass rate and candidates."""
+        n, pid, sample_index, length, first = self.pending.pop(key)
+        checks, reasons = self._checks(pid, dict(checks), first)
+        ok = checks["correctness"].get("ok")
+        p = self.problems[pid]
+        p.samples += 1
+        if ok is not None:
+            p.verified += 1
+            p.correct += bool(ok)
+        if not reasons:
+            p.passed = True
+            if self.cfg.keep != "all":  # every passing row is kept: nothing to choose
+                self.db.execute("INSERT INTO candidates VALUES (?, ?, ?, ?)",
+                                (pid, n, sample_index, length))  # fmt: skip
+
+    def finish(self) -> None:
+        """The per-problem selection, once every row is counted."""
+        if self.pending:
+            raise RuntimeError(f"{len(self.pending)} rows seen but never counted")
         if self.cfg.keep != "all":
             self.db.execute("CREATE INDEX candidates_pid ON candidates (pid)")
             for pid, p in self.problems.items():
@@ -203,6 +220,13 @@ class CorpusChecks:
                     ).fetchall()
                     p.chosen = select(rows, self.cfg.keep, self.cfg.seed, pid)
 
+    def scan(self, rows: Iterable[dict[str, Any]]) -> None:
+        """`see`, `count` and `finish` in one pass over rows whose verdicts are all cached."""
+        for row in rows:
+            self.see(row)
+            self.count(row["id"], self.verdicts(row["id"]))
+        self.finish()
+
     def decide(self, row: dict[str, Any]) -> dict[str, Any]:
         """The next row's decision: correct, kept, reasons, checks, problem_correct/verified."""
         n, self.ordinal = self.ordinal, self.ordinal + 1
@@ -211,7 +235,9 @@ class CorpusChecks:
             if self.cfg.dedup
             else None
         )
-        checks, reasons = self._checks(row, hit[0] if hit else None)
+        checks, reasons = self._checks(
+            row["problem_id"], self.verdicts(row["id"]), hit[0] if hit else None
+        )
         p = self.problems[row["problem_id"]]
         if not reasons and self.cfg.keep != "all" and n not in p.chosen:
             reasons.append("not_selected")

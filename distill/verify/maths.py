@@ -115,7 +115,46 @@ def _boxed_verdict(gold_text: str, content: str, timeout: int | None) -> tuple[b
     if pred is None:
         return None
     gold = list(_parsed_gold(gold_text, timeout))  # check_math calls this only for one that parsed
+    if _differ_numerically(gold, list(pred), timeout):
+        return False, str(pred[-1])
     return bool(verify(gold, list(pred), timeout_seconds=timeout)), str(pred[-1])
+
+
+def _differ_numerically(gold: list[Any], pred: list[Any], timeout: int | None) -> bool:
+    """True only where math-verify's verdict is surely "wrong", found without its simplify().
+
+    A wrong answer costs math-verify most of its time: for two expressions it tries string
+    equality, numeric equality, then `simplify(gold - pred) == 0`, 5-60 ms each. When gold and
+    prediction are both one real or complex constant (no symbols, no sets, no relations) and
+    its own string and numeric comparisons (called here) say no, that last step can only say
+    no too if the difference is not zero; sympy's evalf at 30 digits with `strict=True` either
+    gives the difference's leading digits correctly or raises, so a finite nonzero result
+    proves it. Anything else (None here) goes to math-verify's full comparison.
+    """
+    from math_verify.errors import TimeoutException
+    from math_verify.grader import sympy_numeric_eq, sympy_str_eq
+    from math_verify.utils import timeout as alarm
+    from sympy import Expr, Symbol
+    from sympy.core.relational import Relational
+
+    # parse_gold keeps no fallback string: one expression; a prediction is [expression, text]
+    if len(gold) != 1 or not pred or any(not isinstance(x, str) for x in pred[1:]):
+        return False
+    g, p = gold[0], pred[0]
+    for x in (g, p):
+        if not isinstance(x, Expr) or isinstance(x, (Relational, Symbol)) or not x.is_number:
+            return False
+
+    def differ() -> bool:
+        if sympy_str_eq(g, p) or sympy_numeric_eq(g, p, 6, 15):  # math-verify's defaults
+            return False
+        d = (g - p).evalf(30, strict=True)
+        return bool(d.is_number and d.is_finite and d != 0)
+
+    try:
+        return alarm(timeout_seconds=timeout)(differ)()
+    except (Exception, TimeoutException):  # PrecisionExhausted, anything sympy raises: ask math-verify
+        return False
 
 
 def check_math(

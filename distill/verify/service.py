@@ -76,6 +76,8 @@ def verify_rows(
     label: str = "verify",
     executor: Executor | None = None,
     reuse: list[Path] | None = None,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+    on_verdict: Callable[[str, Checks], None] | None = None,
 ) -> dict[str, Checks]:
     """Row id -> its checks: `correctness` (+ whatever `also` returns). Rows need `id`,
     `domain`, `reference` and `answer` (and what `also` reads). `also` must be picklable: it
@@ -85,7 +87,10 @@ def verify_rows(
     opened (and closed) here; `reuse`: more verdict caches to read (the Slurm shards'
     folders), never written. `cache`: one the caller opened (made with `settings_digest(cfg,
     also)`) and keeps open to read verdicts back. `collect=False`: verdicts go to the cache
-    only and the returned dict is empty (memory stays flat however many rows)."""
+    only and the returned dict is empty (memory stays flat however many rows). `on_row(row)`
+    sees every row in input order before it is checked, `on_verdict(id, checks)` every
+    row's final verdict as it is known (in any order): the filter's corpus step rides along
+    this pass instead of reading the corpus again."""
 
     own = cache is None and cache_dir is not None
     if own:
@@ -104,11 +109,15 @@ def verify_rows(
         nonlocal reused
         for row in rows:
             key = row["id"]
+            if on_row:
+                on_row(row)
             digest = row_digest(row)
             cached = cache.get(key, digest) if cache else None
             if cached is not None:
                 if collect:
                     results[key] = cached
+                if on_verdict:
+                    on_verdict(key, cached)
                 reused += 1
                 bar.update(task, advance=1)
                 continue
@@ -120,6 +129,8 @@ def verify_rows(
     def keep(key: str, checks: Checks, unanswered: bool = False) -> None:
         if collect:
             results[key] = checks
+        if on_verdict:
+            on_verdict(key, checks)
         if cache and unanswered:  # a dead judge endpoint: this run's verdict, asked again later
             digests.pop(key)
             cache.hold(key, checks)
