@@ -256,6 +256,7 @@ def _run_shard(cfg: FilterConfig, files: list[Path], input_key: dict[str, Any]) 
         verify_rows(
             rows(), cfg.verify, also=cfg.rows, cache_dir=folder, collect=False,
             show_progress=cfg.progress, executor=_executor(cfg), label=f"verify {cfg.shard}",
+            group=True,
         )  # fmt: skip
         info = {"shard": cfg.shard, "rows": count, "input": input_key,
                 "digest": settings_digest(cfg.verify, cfg.rows)}  # fmt: skip
@@ -309,7 +310,7 @@ def filter_corpus(cfg: FilterConfig) -> dict[str, Any]:
                     corpus_rows(files), cfg.verify, also=cfg.rows, cache=cache, collect=False,
                     total=total, show_progress=cfg.progress,
                     executor=None if cfg.reduce else _executor(cfg),
-                    on_row=checks.see, on_verdict=checks.count,
+                    on_row=checks.see, on_verdict=checks.count, group=True,
                 )  # fmt: skip
                 checks.finish()
             except UserError:

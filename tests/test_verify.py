@@ -252,3 +252,50 @@ def test_the_numeric_precheck_stays_within_math_verifys_alarm():
     assert time.monotonic() - t < 10
     assert fast == check_math(json.dumps("5"), tower, 1, gold_cache=False).as_dict()
     assert fast["ok"] is False
+
+
+def _slow_or_dead(payload):
+    import os
+    import time
+
+    if payload == "hang":
+        time.sleep(60)
+    if payload == "die":
+        os._exit(1)
+    if payload == "raise":
+        raise ValueError("bad row")
+    return payload.upper()
+
+
+def test_a_group_is_answered_item_by_item_and_a_stuck_item_fails_alone():
+    """A group travels to one worker; the item that hangs, kills its worker or raises is the
+    only one that fails, each item of the group keeps its own deadline, the rest are answered."""
+    from distill.verify.pool import run_pool
+
+    groups = [
+        [("a0", "a", 1.0), ("hang", "hang", 1.0), ("a2", "b", 1.0), ("a3", "c", 1.0)],
+        [("b0", "d", 1.0), ("die", "die", 1.0), ("b2", "e", 1.0)],
+        ("single", "f", 1.0),
+        [("c0", "g", 1.0), ("raise", "raise", 1.0), ("c2", "h", 1.0)],
+    ]
+    t = time.monotonic()
+    out = {o.key: o for o in run_pool(_slow_or_dead, groups, workers=2)}
+    assert time.monotonic() - t < 1.0 + 10  # one deadline, not the group's sum or the sleep
+    assert out["hang"].failure == "timeout"
+    assert out["die"].failure == "crash: worker died"
+    assert out["raise"].failure.startswith("crash: ValueError")
+    answered = {k: o.value for k, o in out.items() if o.failure is None}
+    assert answered == {"a0": "A", "a2": "B", "a3": "C", "b0": "D", "b2": "E", "single": "F",
+                        "c0": "G", "c2": "H"}  # fmt: skip
+
+
+def test_a_problems_maths_samples_are_grouped_and_code_goes_alone():
+    from distill.verify.service import GROUP, _grouped
+
+    rows = [{"problem_id": "p", "domain": "math"}] * (GROUP + 2)
+    rows += [{"problem_id": "q", "domain": "math"}, {"problem_id": "c", "domain": "code"}] * 2
+    rows += [{"problem_id": None, "domain": "math"}]
+    out = list(_grouped((r, (i, r, 1.0)) for i, r in enumerate(rows)))
+    sizes = [len(x) if isinstance(x, list) else 1 for x in out]
+    assert sizes == [GROUP, 2, 1, 1, 1, 1, 1]
+    assert [i for x in out for i, _, _ in (x if isinstance(x, list) else [x])] == list(range(len(rows)))

@@ -3,8 +3,14 @@
 math-verify's own timeouts use SIGALRM, which works only in a main thread, and a sympy call
 on `9^9^9^9` or 100k characters of LaTeX can run for hours. Each item here has a deadline;
 an overdue worker is SIGKILLed, its item reported as timed out, the item queued behind it
-handed to a fresh worker. Each worker holds at most `depth` items (one running, the next
+handed to a fresh worker. Each worker holds at most `depth` messages (one running, the next
 already in its pipe), so it never waits for the dispatcher and a slow item delays little.
+
+The source may also yield a group (a list of items): it travels to one worker in one message,
+for work its items share (the samples of a problem share a parsed gold, cached in the
+worker); the worker still answers item by item, and each item keeps its own deadline, counted
+from the previous answer. A group's item that times out or crashes is reported alone; the
+items behind it go back to the queue.
 """
 
 from __future__ import annotations
@@ -36,15 +42,15 @@ def _worker(fn: Callable[[Any], Any], conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         while True:
-            item = conn.recv()
-            if item is None:
+            message = conn.recv()
+            if message is None:
                 return
-            key, payload = item
-            try:
-                value, failure = fn(payload), None
-            except Exception as e:  # a check that raises is a bug, reported per item
-                value, failure = None, f"crash: {type(e).__name__}: {e}"
-            conn.send((key, value, failure))
+            for key, payload in message if isinstance(message, list) else [message]:
+                try:
+                    value, failure = fn(payload), None
+                except Exception as e:  # a check that raises is a bug, reported per item
+                    value, failure = None, f"crash: {type(e).__name__}: {e}"
+                conn.send((key, value, failure))
     except (EOFError, OSError):  # the pipe closed under us: ConnectionReset, BrokenPipe
         return
 
@@ -56,18 +62,30 @@ class _Slot:
         self.proc.start()
         child.close()
         self.inflight: deque[Item] = deque()
+        self.messages: deque[int] = deque()  # items not yet answered, per message sent
         self.started = 0.0  # when the item at the front of `inflight` began
 
-    def send(self, item: Item) -> bool:
+    def send(self, item: Item | list[Item]) -> bool:
         """False when the worker is already gone (the caller replaces it)."""
+        group = item if isinstance(item, list) else [item]
         if not self.inflight:
             self.started = time.monotonic()
-        self.inflight.append(item)
+        self.inflight.extend(group)
+        self.messages.append(len(group))
+        message = [(k, p) for k, p, _ in group] if isinstance(item, list) else (item[0], item[1])
         try:
-            self.conn.send((item[0], item[1]))
+            self.conn.send(message)
         except (BrokenPipeError, OSError):
             return False
         return True
+
+    def answered(self) -> Item:
+        """The front item got its answer: the next one starts now."""
+        self.started = time.monotonic()
+        self.messages[0] -= 1
+        if not self.messages[0]:
+            self.messages.popleft()
+        return self.inflight.popleft()
 
     def kill(self) -> None:
         self.proc.kill()
@@ -77,7 +95,7 @@ class _Slot:
 
 def run_pool(
     fn: Callable[[Any], Any],
-    items: Iterable[Item],
+    items: Iterable[Item | list[Item]],
     workers: int,
     depth: int = 2,
     preload: list[str] | None = None,
@@ -88,13 +106,13 @@ def run_pool(
     # timeout starts in milliseconds instead of re-importing sympy.
     ctx.set_forkserver_preload(preload or [])
     source = iter(items)
-    pending: deque[Item] = deque()
+    pending: deque[Item] = deque()  # items of a dead worker, sent again one by one
     slots = [_Slot(ctx, fn) for _ in range(max(1, workers))]
 
     failures = 0  # workers in a row that died before finishing anything
 
     def fill(i: int) -> None:
-        while len(slots[i].inflight) < depth:
+        while len(slots[i].messages) < depth:
             item = pending.popleft() if pending else next(source, None)
             if item is None:
                 return
@@ -133,8 +151,7 @@ def run_pool(
                         restart(i)
                         yield Outcome(key, failure="crash: worker died")
                     else:
-                        slot.inflight.popleft()
-                        slot.started = time.monotonic()
+                        slot.answered()
                         failures = 0
                         yield Outcome(key, value, failure)
                 elif time.monotonic() - slot.started > slot.inflight[0][2]:

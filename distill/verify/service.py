@@ -27,7 +27,7 @@ from distill.verify import VerifyConfig, check_correctness
 from distill.verify.cache import VerdictCache, row_digest
 from distill.verify.code_tests import count_tests
 from distill.verify.judge import needs_judge, run_judge
-from distill.verify.pool import Outcome, run_pool
+from distill.verify.pool import Item, Outcome, run_pool
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,30 @@ Executor = Callable[..., Iterator[Outcome]]
 # kill) starts warm instead of importing sympy on its first row
 PRELOAD = ["distill.verify.maths", "distill.verify.choice", "distill.verify.code_tests",
            "math_verify"]  # fmt: skip
+
+
+GROUP = 16  # a problem's maths samples sent to one worker at once, at most
+
+
+def _grouped(rows: Iterable[tuple[dict[str, Any], Item]]) -> Iterator[Item | list[Item]]:
+    """Consecutive maths rows of one problem go to one worker together (`run_pool` groups):
+    the gold is parsed and each distinct boxed answer judged once there, not once in every
+    worker. Other rows go one by one: a problem's code samples may each run for seconds, and
+    one worker holding sixteen of them would leave the others idle at the end."""
+    group: list[Item] = []
+    problem = None
+    for row, item in rows:
+        pid = row.get("problem_id") if row.get("domain") == "math" else None
+        if group and (pid is None or pid != problem or len(group) >= GROUP):
+            yield group if len(group) > 1 else group[0]
+            group = []
+        if pid is None:
+            yield item
+        else:
+            group.append(item)
+            problem = pid
+    if group:
+        yield group if len(group) > 1 else group[0]
 
 
 def row_timeout(row: dict[str, Any], cfg: VerifyConfig) -> float:
@@ -78,6 +102,7 @@ def verify_rows(
     reuse: list[Path] | None = None,
     on_row: Callable[[dict[str, Any]], None] | None = None,
     on_verdict: Callable[[str, Checks], None] | None = None,
+    group: bool = False,
 ) -> dict[str, Checks]:
     """Row id -> its checks: `correctness` (+ whatever `also` returns). Rows need `id`,
     `domain`, `reference` and `answer` (and what `also` reads). `also` must be picklable: it
@@ -90,7 +115,9 @@ def verify_rows(
     only and the returned dict is empty (memory stays flat however many rows). `on_row(row)`
     sees every row in input order before it is checked, `on_verdict(id, checks)` every
     row's final verdict as it is known (in any order): the filter's corpus step rides along
-    this pass instead of reading the corpus again."""
+    this pass instead of reading the corpus again. `group`: send a problem's consecutive
+    maths rows to one worker together (`_grouped`), for callers that hand over whole corpora;
+    a streaming caller (adaptive sampling) waits for each row's verdict and must not."""
 
     own = cache is None and cache_dir is not None
     if own:
@@ -105,7 +132,12 @@ def verify_rows(
     judging: dict[str, Checks] = {}  # the rules' verdicts of the rows in `to_judge`
     reused = 0
 
-    def todo() -> Iterator[tuple[str, Any, float]]:
+    def todo() -> Iterator[Item | list[Item]]:
+        if group:
+            return _grouped(rows_to_check())
+        return (item for _, item in rows_to_check())
+
+    def rows_to_check() -> Iterator[tuple[dict[str, Any], Item]]:
         nonlocal reused
         for row in rows:
             key = row["id"]
@@ -124,7 +156,7 @@ def verify_rows(
             digests[key], limits[key] = digest, row_timeout(row, cfg)
             if cfg.judge:
                 waiting[key] = row
-            yield key, (row, cfg, also), limits[key]
+            yield row, (key, (row, cfg, also), limits[key])
 
     def keep(key: str, checks: Checks, unanswered: bool = False) -> None:
         if collect:
