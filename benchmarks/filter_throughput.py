@@ -83,15 +83,32 @@ def golds() -> list[str]:
     return FALLBACK_GOLDS
 
 
-def maths_rows(n: int, seed: int = 0, chars: int = 8000, samples: int = 1) -> list[dict]:
-    """n rows: n / samples problems, `samples` consecutive traces each (rejection sampling)."""
+def near_miss(gold: str, rng: random.Random) -> str:
+    """A wrong answer of the gold's own shape: one digit changed (else a term added)."""
+    digits = [i for i, c in enumerate(gold) if c.isdigit()]
+    if not digits:
+        return f"{gold}+{rng.randint(1, 9)}"
+    i = rng.choice(digits)
+    return gold[:i] + rng.choice([d for d in "0123456789" if d != gold[i]]) + gold[i + 1 :]
+
+
+def maths_rows(
+    n: int, seed: int = 0, chars: int = 8000, samples: int = 1, wrong: str = "other"
+) -> list[dict]:
+    """n rows: n / samples problems, `samples` consecutive traces each (rejection sampling).
+    30% are wrong: another problem's gold (`wrong="other"`: the same few hundred strings
+    recur across the corpus) or a near miss of the gold (`"near"`: one digit changed, so
+    wrong answers rarely repeat, as in real R1 corpora)."""
     rng = random.Random(seed)
     pool = golds()
     rows = []
     for i in range(n):
         q, k = divmod(i, samples)
         gold = pool[q % len(pool)]
-        said = gold if rng.random() < 0.7 else rng.choice(pool)
+        if rng.random() < 0.7:
+            said = gold
+        else:
+            said = rng.choice(pool) if wrong == "other" else near_miss(gold, rng)
         r = reasoning(rng, chars)
         answer = f"{rng.choice(CLOSERS)} $\\boxed{{{said}}}$."
         rows.append({
@@ -314,6 +331,8 @@ def main() -> None:
     ap.add_argument("--code-samples", type=int, default=8)
     ap.add_argument("--code-tests", type=int, default=50, help="stdin tests per problem")
     ap.add_argument("--only", choices=["maths", "code"], default=None, help="run one part")
+    ap.add_argument("--wrong", choices=["other", "near"], default="other",
+                    help="wrong maths answers: another problem's gold, or a near miss of the gold")  # fmt: skip
     args = ap.parse_args()
     os.environ.setdefault("DISTILL_NO_PROGRESS", "1")
     import logging
@@ -326,7 +345,7 @@ def main() -> None:
             code_benchmark(args, work, cores)
         if args.only == "code":
             return
-        rows = maths_rows(args.rows, samples=args.samples)
+        rows = maths_rows(args.rows, samples=args.samples, wrong=args.wrong)
         seq = fresh(sequential, rows)
         own, slow = fresh(sequential_own, rows)
         own_fast, _ = fresh(sequential_own, rows, True)
@@ -335,7 +354,7 @@ def main() -> None:
         differ = [k for k in slow if fast.get(k) != slow[k]]
         assert not differ, f"{len(differ)} rows differ from the slow path, e.g. {differ[0]}: {fast.get(differ[0])} vs {slow[differ[0]]}"
         print(
-            f"cores: {cores}, rows: {args.rows} maths traces, {args.samples} per problem (golds: {'MATH-500' if SHARED.is_file() else 'built-in'})"
+            f"cores: {cores}, rows: {args.rows} maths traces, {args.samples} per problem (golds: {'MATH-500' if SHARED.is_file() else 'built-in'}; wrong answers: {args.wrong})"
         )
         print(
             f"sequential math-verify loop  {args.rows / seq:8.1f} rows/s  ({seq:.1f} s)  (open-r1: whole completion)"

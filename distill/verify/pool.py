@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import queue
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -35,32 +37,45 @@ class Outcome:
     failure: str | None = None  # "timeout" or "crash: ..." when no value came back
 
 
-def _worker(fn: Callable[[Any], Any], conn: Connection) -> None:
+def _worker(fn: Callable[[Any], Any], tasks: Connection, results: Connection) -> None:
     # Ctrl-C reaches every process of the terminal's group, but stopping is the parent's call
     # (it ends its workers on the way out): a worker never prints a KeyboardInterrupt
     # traceback, and a parent that is gone (interrupted, killed) just ends it, quietly.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A thread takes messages off the pipe while the check runs: a message bigger than the
+    # pipe's buffer (a group, or one 100 KB trace) would otherwise block the dispatcher's send
+    # until this worker finished its current item, and starve the other workers meanwhile.
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def read() -> None:
+        try:
+            while (message := tasks.recv()) is not None:
+                inbox.put(message)
+        except (EOFError, OSError):
+            pass
+        inbox.put(None)
+
+    threading.Thread(target=read, name="inbox", daemon=True).start()
     try:
-        while True:
-            message = conn.recv()
-            if message is None:
-                return
+        while (message := inbox.get()) is not None:
             for key, payload in message if isinstance(message, list) else [message]:
                 try:
                     value, failure = fn(payload), None
                 except Exception as e:  # a check that raises is a bug, reported per item
                     value, failure = None, f"crash: {type(e).__name__}: {e}"
-                conn.send((key, value, failure))
+                results.send((key, value, failure))
     except (EOFError, OSError):  # the pipe closed under us: ConnectionReset, BrokenPipe
         return
 
 
 class _Slot:
     def __init__(self, ctx: Any, fn: Callable[[Any], Any]):
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(fn, child), daemon=True)
+        tasks, self.tasks = ctx.Pipe(duplex=False)
+        self.conn, results = ctx.Pipe(duplex=False)  # what the dispatcher waits on
+        self.proc = ctx.Process(target=_worker, args=(fn, tasks, results), daemon=True)
         self.proc.start()
-        child.close()
+        tasks.close()
+        results.close()
         self.inflight: deque[Item] = deque()
         self.messages: deque[int] = deque()  # items not yet answered, per message sent
         self.started = 0.0  # when the item at the front of `inflight` began
@@ -74,7 +89,7 @@ class _Slot:
         self.messages.append(len(group))
         message = [(k, p) for k, p, _ in group] if isinstance(item, list) else (item[0], item[1])
         try:
-            self.conn.send(message)
+            self.tasks.send(message)
         except (BrokenPipeError, OSError):
             return False
         return True
@@ -91,6 +106,7 @@ class _Slot:
         self.proc.kill()
         self.proc.join()
         self.conn.close()
+        self.tasks.close()
 
 
 def run_pool(
@@ -164,7 +180,7 @@ def run_pool(
         for slot in slots:
             if slot.proc.is_alive():
                 with contextlib.suppress(OSError):
-                    slot.conn.send(None)
+                    slot.tasks.send(None)
                 slot.proc.join(timeout=1)
                 if slot.proc.is_alive():
                     slot.kill()
