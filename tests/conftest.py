@@ -38,7 +38,7 @@ def tiny_profile_file(tiny_qwen: Path, tmp_path_factory: pytest.TempPathFactory)
     path.write_text(
         f"model: {tiny_qwen}\n"
         "engine:\n  dtype: float32\n  max_model_len: 512\n  gpu_memory_utilization: 0.1\n"
-        "  enforce_eager: true\n"
+        "  enforce_eager: true\n  extra: {kv_cache_memory_bytes: 268435456}\n"
         "sampling:\n  temperature: 0.6\n  top_p: 0.95\n  max_tokens: 48\n"
     )
     return path

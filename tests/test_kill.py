@@ -56,7 +56,8 @@ def test_sigkill_at_several_moments_then_resume(tiny_llama, tmp_path):
     profile = tmp_path / "llama.yaml"
     profile.write_text(
         f"model: {tiny_llama}\nengine:\n  dtype: float32\n  max_model_len: 512\n"
-        "  gpu_memory_utilization: 0.1\n  enforce_eager: true\nsampling:\n  max_tokens: 64\n"
+        "  gpu_memory_utilization: 0.1\n  enforce_eager: true\n"
+        "  extra: {kv_cache_memory_bytes: 268435456}\nsampling:\n  max_tokens: 64\n"
     )
     data = write_jsonl(
         tmp_path / "d.jsonl",
