@@ -290,10 +290,10 @@ def test_eval_counts_failed_requests_and_a_rerun_retries_them(tmp_path):
 # --- 3. one writer per output folder ----------------------------------------------------------
 
 
-def start_generate(tmp: Path, profile: Path, data: Path, out: Path) -> subprocess.Popen:
+def start_generate(tmp: Path, profile: Path, data: Path, out: Path, chunk: int = 1) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "distill.cli", "generate", "--teacher", str(profile), "--dataset", str(data),
-         "--chunk-size", "1", "--output", str(out)],
+         "--chunk-size", str(chunk), "--output", str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **KEY},
         start_new_session=True,
     )  # fmt: skip
@@ -327,12 +327,13 @@ def test_a_second_run_on_the_same_output_is_refused_and_names_the_first(tmp_path
 
 def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path, server):
     profile, data, out = teacher_profile(tmp_path, server.url), problems(tmp_path, 300), tmp_path / "out"
-    first = start_generate(tmp_path, profile, data, out)
+    first = start_generate(tmp_path, profile, data, out, chunk=5)  # 60 shards: killed mid-run
     wait_for_holder(out, first)
     time.sleep(1)
+    assert first.poll() is None
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    r = distill("generate", "--teacher", profile, "--dataset", data, "--chunk-size", "1", "--output", out, env=KEY)
+    r = distill("generate", "--teacher", profile, "--dataset", data, "--chunk-size", "5", "--output", out, env=KEY)
     assert r.returncode == 0, r.stderr
     assert "taking over the lock of a run that ended without releasing it" in r.stderr
     assert f"pid {first.pid}" in r.stderr
