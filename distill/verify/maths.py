@@ -153,8 +153,8 @@ def _differ_numerically(gold: list[Any], pred: list[Any], timeout: int | None) -
 
     try:
         return alarm(timeout_seconds=timeout)(differ)()
-    except (Exception, TimeoutException):  # PrecisionExhausted, anything sympy raises: ask math-verify
-        return False
+    except (Exception, TimeoutException):  # PrecisionExhausted, whatever sympy raises
+        return False  # math-verify decides
 
 
 def check_math(

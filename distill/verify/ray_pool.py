@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from itertools import islice
 from typing import Any
 
 from distill.errors import UserError
@@ -26,11 +25,25 @@ from distill.verify.pool import Item, Outcome, run_pool
 
 log = logging.getLogger(__name__)
 
-CHUNK = 256  # rows per Ray task: ~1 s of maths work, far above a task's ~1 ms overhead
+CHUNK = 256  # rows per Ray task (a group stays whole): ~1 s of maths work, far above a task's ~1 ms overhead
 
 
 def _run_chunk(fn: Callable[[Any], Any], items: list[Item], preload: list[str]) -> list[tuple]:
     return [(o.key, o.value, o.failure) for o in run_pool(fn, items, 1, preload=preload)]
+
+
+def _chunks(items: Iterable[Item | list[Item]], rows: int) -> Iterator[list[Item | list[Item]]]:
+    """Parts of about `rows` rows each; a group (a problem's samples) stays whole."""
+    part: list[Item | list[Item]] = []
+    n = 0
+    for item in items:
+        part.append(item)
+        n += len(item) if isinstance(item, list) else 1
+        if n >= rows:
+            yield part
+            part, n = [], 0
+    if part:
+        yield part
 
 
 def ray_executor(address: str | None = None, chunk: int = CHUNK) -> Callable[..., Iterator[Outcome]]:
@@ -44,7 +57,10 @@ def ray_executor(address: str | None = None, chunk: int = CHUNK) -> Callable[...
         ) from None
 
     def execute(
-        fn: Callable[[Any], Any], items: Iterable[Item], workers: int, preload: list[str] | None = None
+        fn: Callable[[Any], Any],
+        items: Iterable[Item | list[Item]],
+        workers: int,
+        preload: list[str] | None = None,
     ) -> Iterator[Outcome]:
         if not ray.is_initialized():
             try:
@@ -55,12 +71,12 @@ def ray_executor(address: str | None = None, chunk: int = CHUNK) -> Callable[...
         task = ray.remote(num_cpus=1, max_retries=3)(_run_chunk)
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         log.info("ray: %d CPUs in the cluster, %d rows per task", cpus, chunk)
-        source = iter(items)
+        parts = _chunks(items, chunk)
         inflight: list[Any] = []
         while True:
             while len(inflight) < 2 * cpus:
-                part = list(islice(source, chunk))
-                if not part:
+                part = next(parts, None)
+                if part is None:
                     break
                 inflight.append(task.remote(fn, part, list(preload or [])))
             if not inflight:
