@@ -25,7 +25,9 @@ from distill.verify.pool import Item, Outcome, run_pool
 
 log = logging.getLogger(__name__)
 
-CHUNK = 256  # rows per Ray task (a group stays whole): ~1 s of maths work, far above a task's ~1 ms overhead
+# rows per Ray task (a problem's group stays whole): ~1 s of maths work, far above the ~1 ms a
+# task costs Ray
+CHUNK = 256
 
 
 def _run_chunk(fn: Callable[[Any], Any], items: list[Item], preload: list[str]) -> list[tuple]:
