@@ -114,8 +114,9 @@ def check_rows(files: list[Path]) -> None:
         text = batch.column(batch.schema.get_field_index("completion"))
         if pa.types.is_string(text.type) or pa.types.is_large_string(text.type):
             bad = text.is_null().to_pylist().index(True) if text.null_count else -1
-        else:
-            bad = 0
+        else:  # another type (dictionary-encoded, ...): what each value reads as
+            values = text.to_pylist()
+            bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), -1)
         names = [c for c in ID_FIELDS if c in batch.schema.names]
         for i, row in enumerate(batch.select(names).to_pylist()):
             where = f"{f}: row {offset + i}"
