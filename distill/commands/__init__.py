@@ -4,8 +4,11 @@ imports a module only when its command runs, so `distill --help` loads none of t
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
 import functools
+import importlib
 import logging
 import signal
 from collections.abc import Callable
@@ -45,6 +48,14 @@ def _terminate(signum: int, frame: Any) -> None:
     raise Terminated
 
 
+def _interrupt_handled() -> None:
+    # CPython 3.11 marks a KeyboardInterrupt that surfaced inside PyRun_String (code a C
+    # extension runs while it is imported) as unhandled for good, even once caught, and then
+    # ends the process by SIGINT instead of with our status: an early Ctrl-C exited -2, not 130.
+    with contextlib.suppress(ValueError, AttributeError):
+        ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt").value = 0
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """One line instead of a traceback for what the user can fix (exit 2) and for failures of
     the environment (exit 1); Ctrl-C and SIGTERM end with one line too."""
@@ -68,6 +79,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(1 if e.errno in ENV_ERRNOS else 2) from None
         except KeyboardInterrupt as e:
             typer.echo("interrupted; rerun the same command to resume", err=True)
+            _interrupt_handled()
             raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
         except (typer.Exit, typer.Abort, typer.BadParameter):
             raise  # the command line's own ways of ending
@@ -82,6 +94,28 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def preimport(*modules: str) -> None:
+    """Import what the run loads later, first, with Ctrl-C and SIGTERM held until it is done.
+
+    A signal that lands while a C extension initialises becomes an ImportError ("initialization
+    failed", scipy's HiGHS under datasketch), and a library's `except ImportError:` fallback
+    then swallows it: the filter ran on to exit 0 after a Ctrl-C. Held here, the signal is
+    raised right after the imports, as a plain KeyboardInterrupt (or Terminated)."""
+    got: list[int] = []
+    held = {
+        s: signal.signal(s, lambda signum, _: got.append(signum))
+        for s in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        for name in modules:
+            importlib.import_module(name)
+    finally:
+        for s, handler in held.items():
+            signal.signal(s, handler)
+    if got:
+        raise Terminated if got[0] == signal.SIGTERM else KeyboardInterrupt
 
 
 def setup(verbose: bool, output: Any = None, command: str = "distill") -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from distill.cli_flags import PanelCommand, command_app, config_flags
-from distill.commands import ConfigOpt, VerboseOpt, run_config, setup, user_errors
+from distill.commands import ConfigOpt, VerboseOpt, preimport, run_config, setup, user_errors
 from distill.errors import UserError
 from distill.filter import FilterConfig, filter_corpus
 
@@ -27,6 +27,7 @@ def filter_(
         --keep shortest
     """
 
+    preimport("datasketch", "matplotlib.pyplot")  # MinHash dedup, the report's plot
     setup(verbose, flags["run"].get("output"), "filter")
     for name in ("input", "output"):
         if name not in flags["run"] and not config:

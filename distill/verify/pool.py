@@ -42,6 +42,7 @@ def _worker(fn: Callable[[Any], Any], tasks: Connection, results: Connection) ->
     # (it ends its workers on the way out): a worker never prints a KeyboardInterrupt
     # traceback, and a parent that is gone (interrupted, killed) just ends it, quietly.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked in the server (below)
     # A thread takes messages off the pipe while the check runs: a message bigger than the
     # pipe's buffer (a group, or one 100 KB trace) would otherwise block the dispatcher's send
     # until this worker finished its current item, and starve the other workers meanwhile.
@@ -109,6 +110,21 @@ class _Slot:
         self.tasks.close()
 
 
+def _start_forkserver() -> None:
+    # The server imports sympy and math-verify for seconds before it ignores SIGINT itself: a
+    # Ctrl-C in that window would print its import traceback under the run's one line. It
+    # starts with SIGINT blocked (the mask survives exec); ours is restored at once, so a
+    # Ctrl-C sent meanwhile still reaches us, just after the spawn.
+    from multiprocessing import forkserver, resource_tracker
+
+    resource_tracker.ensure_running()  # first: its own start unblocks SIGINT on the way out
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def run_pool(
     fn: Callable[[Any], Any],
     items: Iterable[Item | list[Item]],
@@ -121,6 +137,7 @@ def run_pool(
     # Workers fork from a server that already imported the checks: a replacement after a
     # timeout starts in milliseconds instead of re-importing sympy.
     ctx.set_forkserver_preload(preload or [])
+    _start_forkserver()
     source = iter(items)
     pending: deque[Item] = deque()  # items of a dead worker, sent again one by one
     slots = [_Slot(ctx, fn) for _ in range(max(1, workers))]

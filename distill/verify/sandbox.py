@@ -116,7 +116,9 @@ def _become_subreaper() -> None:
 
 def _sandbox_uid() -> int:
     # One uid per worker process: the process limit and the final sweep concern only its runs.
-    return 100_000 + os.getpid() % 100_000
+    # The pid itself, not a remainder: pid_max reaches 4M on large nodes, and two live workers
+    # sharing a uid would kill each other's runs in the sweep.
+    return 100_000 + os.getpid()
 
 
 def _world_executable(path: str) -> bool:
@@ -144,6 +146,10 @@ def _interpreter(drop_uid: bool) -> str | None:
 
 def _preexec(limits: SandboxLimits, uid: int | None, work_fd: int) -> None:
     """In the child, before exec: namespaces, privilege drop, rlimits. Must not raise late."""
+    # The pool worker ignores Ctrl-C (its parent decides when to stop); the program under test
+    # gets a default SIGINT, as it would anywhere else (it is in its own session regardless).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
     if uid is not None:
         if _unshare(CLONE_NEWNS | CLONE_NEWNET) and _mount(
             b"none", b"/", None, MS_REC | MS_PRIVATE, None
