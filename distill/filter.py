@@ -56,7 +56,7 @@ from distill.records import (
 )
 from distill.verify import VerifyConfig
 from distill.verify.cache import VerdictCache, scratch_db
-from distill.verify.service import settings_digest, verify_rows
+from distill.verify.service import settings_digest, verify_rows, warm_workers
 
 if TYPE_CHECKING:  # heavy modules are imported where used: `distill --help` stays instant
     import pyarrow as pa
@@ -282,6 +282,8 @@ def filter_corpus(cfg: FilterConfig) -> dict[str, Any]:
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     if total == 0:
         raise UserError(f"{cfg.input}: the corpus has no rows")
+    if cfg.executor == "local" and not cfg.reduce:
+        warm_workers(cfg.rows)  # their imports run beside the checks and set-up below
     check_rows(files)  # a bad row or a duplicate id: refused before hours of verification
     input_key = {"path": str(cfg.input), "resolved": str(Path(cfg.input).resolve()),
                  "files": len(files), "rows": total}  # fmt: skip

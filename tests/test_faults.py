@@ -69,19 +69,11 @@ def distill(
 ) -> subprocess.CompletedProcess:
     """Run the CLI; `fault` = (function, path pattern, before|after, kill|enospc, nth call)."""
     env = {**os.environ, "COLUMNS": "200", **(env or {})}
-    cmd = (
-        [sys.executable, "-c", PRELUDE, *map(str, fault)]
-        if fault
-        else [sys.executable, "-m", "distill.cli"]
-    )
-    return subprocess.run(
-        [*cmd, *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd, timeout=600
-    )
+    cmd = [sys.executable, "-c", PRELUDE, *map(str, fault)] if fault else [sys.executable, "-m", "distill.cli"]
+    return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
 
 
-def one_error_line(
-    r: subprocess.CompletedProcess, code: int, text: str, alone: bool = False
-) -> str:
+def one_error_line(r: subprocess.CompletedProcess, code: int, text: str, alone: bool = False) -> str:
     """The run ended with exit `code` and one `error:` line holding `text`, no traceback."""
     assert r.returncode == code, r.stderr[-3000:]
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
@@ -94,13 +86,7 @@ def one_error_line(
 
 def exactly_once(corpus: Path, expected: int) -> None:
     table = read_corpus(corpus)
-    keys = Counter(
-        zip(
-            table.column("problem_id").to_pylist(),
-            table.column("sample_index").to_pylist(),
-            strict=True,
-        )
-    )
+    keys = Counter(zip(table.column("problem_id").to_pylist(), table.column("sample_index").to_pylist(), strict=True))
     assert len(keys) == expected and set(keys.values()) == {1}
     assert not list(corpus.glob(".*.tmp-*"))
 
@@ -118,10 +104,7 @@ def teacher_profile(tmp: Path, url: str, **server) -> Path:
 
 
 def problems(tmp: Path, n: int, name: str = "problems.jsonl") -> Path:
-    return write_jsonl(
-        tmp / name,
-        [{"id": f"q{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(n)],
-    )
+    return write_jsonl(tmp / name, [{"id": f"q{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(n)])
 
 
 @pytest.fixture
@@ -171,27 +154,13 @@ def assert_whole(out: Path, expected_kept: list[str]) -> None:
     ],
     ids=["writing-new-split", "before-switch", "after-switch"],
 )
-def test_filter_killed_at_any_point_leaves_the_old_output_or_the_new(
-    tmp_path, fault, new_output_visible
-):
+def test_filter_killed_at_any_point_leaves_the_old_output_or_the_new(tmp_path, fault, new_output_visible):
     inp, out = traces(tmp_path), tmp_path / "corpus"
-    r = distill(
-        "filter", "--input", inp, "--output", out, "--keep", "all", "--near-dup-threshold", "0"
-    )
+    r = distill("filter", "--input", inp, "--output", out, "--keep", "all", "--near-dup-threshold", "0")
     assert r.returncode == 0, r.stderr
     old = kept_ids(out)
     assert len(old) == 4  # two right samples of each problem
-    args = [
-        "filter",
-        "--input",
-        inp,
-        "--output",
-        out,
-        "--keep",
-        "first",
-        "--near-dup-threshold",
-        "0",
-    ]
+    args = ["filter", "--input", inp, "--output", out, "--keep", "first", "--near-dup-threshold", "0"]
     r = distill(*args, fault=fault)
     assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
     new = ["p0/0", "p1/0"]
@@ -207,14 +176,7 @@ def test_an_output_no_run_finished_is_refused_by_every_reader(tmp_path):
     from distill.students.data import load_rows
 
     inp, out = traces(tmp_path), tmp_path / "corpus"
-    r = distill(
-        "filter",
-        "--input",
-        inp,
-        "--output",
-        out,
-        fault=("os.replace", "*/.output", "before", "kill", 1),
-    )
+    r = distill("filter", "--input", inp, "--output", out, fault=("os.replace", "*/.output", "before", "kill", 1))
     assert r.returncode == -signal.SIGKILL and (out / ".output-1" / "rejected").is_dir()
     legacy = tmp_path / "legacy"  # distill before the pointer, killed between its two renames
     (legacy / "rejected").mkdir(parents=True)
@@ -241,9 +203,7 @@ def test_an_output_no_run_finished_is_refused_by_every_reader(tmp_path):
     assert len(corpus_files(legacy)) == 1 and read_corpus(legacy).num_rows == 4
 
 
-def test_a_train_killed_in_its_final_save_is_refused_until_a_rerun_completes_it(
-    tiny_qwen, tmp_path
-):
+def test_a_train_killed_in_its_final_save_is_refused_until_a_rerun_completes_it(tiny_qwen, tmp_path):
     """Weights half-overwritten by a kill must not be evaluated, trained on or published."""
     from test_train import corpus
 
@@ -272,9 +232,7 @@ def test_an_empty_kept_split_reads_as_zero_rows_with_its_columns(tmp_path):
     assert kept.num_rows == 0 and rejected.num_rows == 1 and kept.schema == rejected.schema
     files = str(tmp_path / "o" / "kept" / "*.parquet")
     ds = datasets.load_dataset("parquet", data_files=files, split="train", streaming=True)
-    other = datasets.load_dataset(
-        "parquet", data_files=str(tmp_path / "o" / "rejected" / "*.parquet"), split="train"
-    )
+    other = datasets.load_dataset("parquet", data_files=str(tmp_path / "o" / "rejected" / "*.parquet"), split="train")
     assert list(ds) == [] and ds.features == other.features
     # training on it: one line, before a model is loaded, and no model folder left behind
     r = distill("train", "--student", "tiny", "--data", tmp_path / "o", "--output", tmp_path / "m")
@@ -291,11 +249,7 @@ def test_eval_against_a_dead_endpoint_writes_no_score(tmp_path, endpoint):
     model.mkdir()
     (model / "config.json").write_text("{}")
     silent, (failing, _) = SilentServer(), deepseek_server("EMPTY", fail_all=True)
-    url = {
-        "refused": f"http://127.0.0.1:{closed_port()}/v1",
-        "hung": silent.url + "/v1",
-        "failing": failing.url,
-    }[endpoint]
+    url = {"refused": f"http://127.0.0.1:{closed_port()}/v1", "hung": silent.url + "/v1", "failing": failing.url}[endpoint]
     try:
         r = distill("eval", "--model", model, "--base-url", url, "--benchmark", problems(tmp_path, 4), "--samples", "2",
                     "--output", tmp_path / "results", "--retries", "0", "--request-timeout", "2")  # fmt: skip
@@ -305,9 +259,7 @@ def test_eval_against_a_dead_endpoint_writes_no_score(tmp_path, endpoint):
     one_error_line(r, 1, "problems: 8 of 8 samples failed to generate")
     assert "no score written" in r.stderr
     assert not (tmp_path / "results" / "results.json").exists()
-    assert (
-        not list(model.glob("eval_results.*")) and not (tmp_path / "results" / "samples").exists()
-    )
+    assert not list(model.glob("eval_results.*")) and not (tmp_path / "results" / "samples").exists()
 
 
 def test_eval_counts_failed_requests_and_a_rerun_retries_them(tmp_path):
@@ -323,23 +275,13 @@ def test_eval_counts_failed_requests_and_a_rerun_retries_them(tmp_path):
         one_error_line(r, 1, "problems: 1 of 20 samples failed to generate (most often: HTTP 500")
         r = distill(*args, "--output", tmp_path / "strict")  # the failed request is retried
         assert r.returncode == 0, r.stderr
-        assert (
-            json.loads((tmp_path / "strict" / "results.json").read_text())["benchmarks"][
-                "problems"
-            ]["failed"]
-            == 0
-        )
+        assert json.loads((tmp_path / "strict" / "results.json").read_text())["benchmarks"]["problems"]["failed"] == 0
         srv_calls = seen["requests"]
         r = distill(*args, "--output", tmp_path / "lenient", "--max-failed-share", "0.1")
         assert r.returncode == 0, r.stderr
         assert seen["requests"] == srv_calls + 20
-        results = json.loads((tmp_path / "lenient" / "results.json").read_text())["benchmarks"][
-            "problems"
-        ]
-        assert (
-            results["failed"] == 1
-            and "| failed |" in (tmp_path / "lenient" / "results.md").read_text()
-        )
+        results = json.loads((tmp_path / "lenient" / "results.json").read_text())["benchmarks"]["problems"]
+        assert results["failed"] == 1 and "| failed |" in (tmp_path / "lenient" / "results.md").read_text()
         assert (model / "eval_results.md").is_file()
     finally:
         srv.close()
@@ -348,9 +290,7 @@ def test_eval_counts_failed_requests_and_a_rerun_retries_them(tmp_path):
 # --- 3. one writer per output folder ----------------------------------------------------------
 
 
-def start_generate(
-    tmp: Path, profile: Path, data: Path, out: Path, chunk: int = 1
-) -> subprocess.Popen:
+def start_generate(tmp: Path, profile: Path, data: Path, out: Path, chunk: int = 1) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "distill.cli", "generate", "--teacher", str(profile), "--dataset", str(data),
          "--chunk-size", str(chunk), "--output", str(out)],
@@ -373,11 +313,7 @@ def wait_for_holder(out: Path, proc: subprocess.Popen, timeout: float = 120) -> 
 def test_a_second_run_on_the_same_output_is_refused_and_names_the_first(tmp_path):
     srv, _ = deepseek_server("k3y", delay=0.05)
     try:
-        profile, data, out = (
-            teacher_profile(tmp_path, srv.url),
-            problems(tmp_path, 100),
-            tmp_path / "out",
-        )
+        profile, data, out = teacher_profile(tmp_path, srv.url), problems(tmp_path, 100), tmp_path / "out"
         first = start_generate(tmp_path, profile, data, out)
         wait_for_holder(out, first)
         r = distill("generate", "--teacher", profile, "--dataset", data, "--output", out, env=KEY)
@@ -390,29 +326,14 @@ def test_a_second_run_on_the_same_output_is_refused_and_names_the_first(tmp_path
 
 
 def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path, server):
-    profile, data, out = (
-        teacher_profile(tmp_path, server.url),
-        problems(tmp_path, 300),
-        tmp_path / "out",
-    )
+    profile, data, out = teacher_profile(tmp_path, server.url), problems(tmp_path, 300), tmp_path / "out"
     first = start_generate(tmp_path, profile, data, out, chunk=5)  # 60 shards: killed mid-run
     wait_for_holder(out, first)
     time.sleep(1)
     assert first.poll() is None
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    r = distill(
-        "generate",
-        "--teacher",
-        profile,
-        "--dataset",
-        data,
-        "--chunk-size",
-        "5",
-        "--output",
-        out,
-        env=KEY,
-    )
+    r = distill("generate", "--teacher", profile, "--dataset", data, "--chunk-size", "5", "--output", out, env=KEY)
     assert r.returncode == 0, r.stderr
     assert "taking over the lock of a run that ended without releasing it" in r.stderr
     assert f"pid {first.pid}" in r.stderr
@@ -421,9 +342,7 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path, server):
 
 
 def test_every_command_that_writes_an_output_takes_its_lock(tmp_path):
-    folder = make_corpus(
-        tmp_path / "held", [record("a", 0, "What is 1 + 1?", "2", think("Two.", "\\boxed{2}"))]
-    )
+    folder = make_corpus(tmp_path / "held", [record("a", 0, "What is 1 + 1?", "2", think("Two.", "\\boxed{2}"))])
     data = problems(tmp_path, 2)
     hub = HubStandIn(tmp_path / "hub")
     commands = {
@@ -441,14 +360,10 @@ def test_every_command_that_writes_an_output_takes_its_lock(tmp_path):
         with output_lock(folder, "distill test"):
             for name, args in commands.items():
                 r = distill(*args, env=env)
-                assert name and one_error_line(
-                    r, 2, f"{folder}: in use by `distill test` (pid {os.getpid()} on "
-                )
+                assert name and one_error_line(r, 2, f"{folder}: in use by `distill test` (pid {os.getpid()} on ")
     finally:
         hub.close()
-    assert read_corpus(folder).num_rows == 1 and not [
-        c for c in hub.calls if c.startswith("commit")
-    ]
+    assert read_corpus(folder).num_rows == 1 and not [c for c in hub.calls if c.startswith("commit")]
 
 
 def test_the_lock_in_one_process(tmp_path):
@@ -457,10 +372,7 @@ def test_the_lock_in_one_process(tmp_path):
         assert json.loads((folder / LOCK_NAME).read_text())["command"] == "distill a"
     assert not (tmp_path / "new").exists()  # made for the run, which wrote nothing in it
     (tmp_path / "file").write_text("x")
-    with (
-        pytest.raises(UserError, match="file: is a file, not a folder"),
-        output_lock(tmp_path / "file", "x"),
-    ):
+    with pytest.raises(UserError, match="file: is a file, not a folder"), output_lock(tmp_path / "file", "x"):
         pass
 
 
@@ -471,25 +383,14 @@ def test_the_lock_in_one_process(tmp_path):
 def test_the_token_check_on_a_dead_hub_is_one_line(tmp_path, endpoint):
     silent = SilentServer()
     url = silent.url if endpoint == "hung" else f"http://127.0.0.1:{closed_port()}"
-    corpus = make_corpus(
-        tmp_path / "c", [record("a", 0, "What is 1 + 1?", "2", think("Two.", "\\boxed{2}"))]
-    )
-    env = {
-        "HF_ENDPOINT": url,
-        "HF_TOKEN": "hf_x",
-        "HF_HUB_OFFLINE": "0",
-        "DISTILL_HUB_TIMEOUT": "2",
-    }
+    corpus = make_corpus(tmp_path / "c", [record("a", 0, "What is 1 + 1?", "2", think("Two.", "\\boxed{2}"))])
+    env = {"HF_ENDPOINT": url, "HF_TOKEN": "hf_x", "HF_HUB_OFFLINE": "0", "DISTILL_HUB_TIMEOUT": "2"}
     started = time.monotonic()
     try:
         r = distill("push", corpus, "--repo", "tester/x", env=env)
     finally:
         silent.close()
-    text = (
-        "did not answer within 2 s while checking the token"
-        if endpoint == "hung"
-        else "cannot reach the Hugging Face Hub"
-    )
+    text = "did not answer within 2 s while checking the token" if endpoint == "hung" else "cannot reach the Hugging Face Hub"
     one_error_line(r, 1, text, alone=True)
     assert url in r.stderr and time.monotonic() - started < 30
 
@@ -500,15 +401,7 @@ def test_the_token_check_on_a_dead_hub_is_one_line(tmp_path, endpoint):
 def test_unknown_names_fail_before_any_work(tmp_path):
     bench = problems(tmp_path, 3, "bench.jsonl")
     inp = traces(tmp_path)
-    r = distill(
-        "filter",
-        "--input",
-        inp,
-        "--output",
-        tmp_path / "o",
-        "--decontaminate",
-        f"{bench},{tmp_path}/nope.jsonl",
-    )
+    r = distill("filter", "--input", inp, "--output", tmp_path / "o", "--decontaminate", f"{bench},{tmp_path}/nope.jsonl")
     one_error_line(r, 2, "nope.jsonl: no such file or folder")
     assert not (tmp_path / "o").exists()  # nothing verified, nothing written
     r = distill("eval", "--model", "m", "--base-url", f"http://127.0.0.1:{closed_port()}/v1", "--benchmark",
@@ -546,22 +439,16 @@ def in_namespace(tmp: Path, script: str) -> subprocess.CompletedProcess:
                           cwd=tmp, env={**os.environ, **KEY})  # fmt: skip
 
 
-@pytest.mark.skipif(
-    not unshare_works(), reason="no user namespaces here to mount a read-only folder"
-)
+@pytest.mark.skipif(not unshare_works(), reason="no user namespaces here to mount a read-only folder")
 def test_a_read_only_output_location_is_one_line(tmp_path):
     (tmp_path / "ro").mkdir()
     data = problems(tmp_path, 2)
     r = in_namespace(tmp_path, f"mount --bind ro ro && mount -o remount,bind,ro ro && "
                                f"{sys.executable} -m distill.cli generate --dataset {data} --output ro/out")  # fmt: skip
-    one_error_line(
-        r, 2, "ro/out: cannot create the output folder (Read-only file system)", alone=True
-    )
+    one_error_line(r, 2, "ro/out: cannot create the output folder (Read-only file system)", alone=True)
 
 
-def disk_full(
-    tmp: Path, args: list, rerun_check: str, nth: int
-) -> tuple[subprocess.CompletedProcess, str]:
+def disk_full(tmp: Path, args: list, rerun_check: str, nth: int) -> tuple[subprocess.CompletedProcess, str]:
     """Run `distill ARGS` writing to tmp/disk while it fills up, then free the disk and run it
     again; returns the first run and the output of `rerun_check` (python) after the rerun.
     With user namespaces: a real 4 MB tmpfs with 96 kB left. Without: ENOSPC injected on the
@@ -570,30 +457,21 @@ def disk_full(
     check = f"{sys.executable} -c '{rerun_check}'"
     if unshare_works():
         (tmp / "disk").mkdir()
-        r = in_namespace(
-            tmp,
-            f"""
+        r = in_namespace(tmp, f"""
             mount -t tmpfs -o size=4m tmpfs disk
             head -c $((4096 * 1024 - 96 * 1024)) /dev/zero > disk/filler
             set +e; {cli} 2> first.err; echo $? > first.rc; set -e
             rm disk/filler
             {cli} 2> second.err
             {check} > check.out
-        """,
-        )
+        """)
         assert r.returncode == 0, r.stderr + (tmp / "second.err").read_text()
-        first = subprocess.CompletedProcess(
-            cli, int((tmp / "first.rc").read_text()), "", (tmp / "first.err").read_text()
-        )
+        first = subprocess.CompletedProcess(cli, int((tmp / "first.rc").read_text()), "", (tmp / "first.err").read_text())
         return first, (tmp / "check.out").read_text()
     (tmp / "disk").mkdir()
-    first = distill(
-        *args, fault=("pyarrow.parquet.write_table", "*", "before", "enospc", nth), env=KEY, cwd=tmp
-    )
+    first = distill(*args, fault=("pyarrow.parquet.write_table", "*", "before", "enospc", nth), env=KEY, cwd=tmp)
     subprocess.run(cli, shell=True, check=True, cwd=tmp, env={**os.environ, **KEY})
-    return first, subprocess.run(
-        check, shell=True, check=True, cwd=tmp, capture_output=True, text=True
-    ).stdout
+    return first, subprocess.run(check, shell=True, check=True, cwd=tmp, capture_output=True, text=True).stdout
 
 
 def test_disk_full_during_generate_is_one_line_and_a_rerun_completes_exactly_once(tmp_path, server):
@@ -601,17 +479,7 @@ def test_disk_full_during_generate_is_one_line_and_a_rerun_completes_exactly_onc
     check = "from distill.records import read_corpus; t = read_corpus(\"disk/out\"); " \
             "import collections, glob; c = collections.Counter(zip(t.column(\"id\").to_pylist())); " \
             "print(t.num_rows, len(c), max(c.values()), len(glob.glob(\"disk/out/.*tmp*\")))"  # fmt: skip
-    args = [
-        "generate",
-        "--teacher",
-        profile,
-        "--dataset",
-        data,
-        "--chunk-size",
-        "1",
-        "--output",
-        "disk/out",
-    ]
+    args = ["generate", "--teacher", profile, "--dataset", data, "--chunk-size", "1", "--output", "disk/out"]
     first, out = disk_full(tmp_path, args, check, nth=4)
     one_error_line(first, 1, "no space left on device; free some and rerun the same command")
     assert "disk/out" in first.stderr.strip().splitlines()[-1]
@@ -625,9 +493,7 @@ def test_disk_full_during_filter_is_one_line_and_a_rerun_completes(tmp_path):
     inp = make_corpus(tmp_path / "traces", rows)
     check = "import json; from distill.records import read_corpus as r; " \
             "print(r(\"disk/o/kept\").num_rows + r(\"disk/o/rejected\").num_rows, json.load(open(\"disk/o/report.json\"))[\"counts\"][\"in\"])"  # fmt: skip
-    first, out = disk_full(
-        tmp_path, ["filter", "--input", inp, "--output", "disk/o", "--workers", "2"], check, nth=2
-    )
+    first, out = disk_full(tmp_path, ["filter", "--input", inp, "--output", "disk/o", "--workers", "2"], check, nth=2)
     one_error_line(first, 1, "no space left on device")
     assert out.split() == ["400", "400"]
 
@@ -674,13 +540,9 @@ def test_messages_name_the_line_the_field_and_the_path(tmp_path, monkeypatch):
     from distill.teachers.profile import SamplingConfig, load_profile
 
     (tmp_path / "bad.jsonl").write_text('{"problem": "1+1?", "answer": "2"}\n{"problem": oops}\n')
-    with pytest.raises(
-        UserError, match=r"bad\.jsonl line 2: invalid JSON, Expecting value at column 13"
-    ):
+    with pytest.raises(UserError, match=r"bad\.jsonl line 2: invalid JSON, Expecting value at column 13"):
         load_problems(DatasetSpec(dataset=str(tmp_path / "bad.jsonl")))
-    with pytest.raises(
-        UserError, match=r"unknown field 'temprature' \(did you mean 'sampling.temperature'\?\)"
-    ):
+    with pytest.raises(UserError, match=r"unknown field 'temprature' \(did you mean 'sampling.temperature'\?\)"):
         load_profile("tiny", {"temprature": 0.7})
     with pytest.raises(UserError, match=r"field 'temperature' must be a number, got 'hot'"):
         from_dict(SamplingConfig, {"temperature": "hot"}, "p.yaml")
@@ -690,13 +552,9 @@ def test_messages_name_the_line_the_field_and_the_path(tmp_path, monkeypatch):
         with pytest.raises(UserError, match=f"^{missing}: no such file or folder$"):
             load_problems(DatasetSpec(dataset=missing))
     traces(tmp_path)
-    filter_corpus(
-        FilterConfig(input=Path("traces"), output=Path("o"), progress=False, report=False)
-    )
+    filter_corpus(FilterConfig(input=Path("traces"), output=Path("o"), progress=False, report=False))
     # the same input by its absolute path is the same input, not "another input"
-    filter_corpus(
-        FilterConfig(input=tmp_path / "traces", output=Path("o"), progress=False, report=False)
-    )
+    filter_corpus(FilterConfig(input=tmp_path / "traces", output=Path("o"), progress=False, report=False))
 
 
 def test_a_judge_that_gives_no_answer_is_asked_again_on_the_rerun(tmp_path, monkeypatch):
@@ -731,9 +589,7 @@ def test_a_judge_that_gives_no_answer_is_asked_again_on_the_rerun(tmp_path, monk
              "answer": "Paris", "domain": "text"}]  # fmt: skip
     cfg = VerifyConfig(judge="tiny", workers=1)
     first = service.verify_rows(rows, cfg, cache_dir=tmp_path / "cache", show_progress=False)
-    assert (
-        first["a"]["correctness"]["ok"] is None
-    )  # the rules cannot decide, the judge said nothing
+    assert first["a"]["correctness"]["ok"] is None  # the rules cannot decide, the judge said nothing
     again = service.verify_rows(rows, cfg, cache_dir=tmp_path / "cache", show_progress=False)
     assert asked == [["a"], ["a"]] and again["a"]["correctness"]["ok"] is True
     third = service.verify_rows(rows, cfg, cache_dir=tmp_path / "cache", show_progress=False)

@@ -195,10 +195,7 @@ def test_code_under_test_in_a_pool_worker_gets_the_default_sigint():
     # leak into the program being judged (ignored dispositions and masks survive exec).
     from distill.verify.pool import run_pool
 
-    program = (
-        "import signal\ntry:\n    signal.raise_signal(signal.SIGINT)\n"
-        "except KeyboardInterrupt:\n    print('interrupted')"
-    )
+    program = "import signal\ntry:\n    signal.raise_signal(signal.SIGINT)\nexcept KeyboardInterrupt:\n    print('interrupted')"
     [out] = run_pool(_run, [("k", program, 60)], workers=1)
     assert out.failure is None and out.value.strip() == "interrupted"
 
@@ -218,9 +215,7 @@ def test_sandbox_orphans_adopted_from_a_finished_worker_are_reaped():
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
 
 
-STDIN_TESTS = json.dumps(
-    {"inputs": [f"{i} {i}\n" for i in range(4)], "outputs": [f"{2 * i}\n" for i in range(4)]}
-)
+STDIN_TESTS = json.dumps({"inputs": [f"{i} {i}\n" for i in range(4)], "outputs": [f"{2 * i}\n" for i in range(4)]})
 
 
 @pytest.mark.parametrize(
@@ -254,9 +249,7 @@ def test_hostile_code_in_a_batch_of_tests_fails_and_is_contained(name, code):
 def test_a_batch_runs_each_test_in_a_fresh_process_and_stops_at_the_first_failure():
     # state left by one test (a module global, a file in the work dir) is not seen by the next
     code = "import os\nseen = os.path.exists('mark')\nopen('mark', 'w').write('x')\na, b = map(int, input().split())\nprint(a + b if not seen else -1)"
-    assert (
-        check_code(STDIN_TESTS, fenced(code), FAST).ok is False
-    )  # the file persists: test 1 fails
+    assert check_code(STDIN_TESTS, fenced(code), FAST).ok is False  # the file persists: test 1 fails
     code = "import builtins\nbuiltins.count = getattr(builtins, 'count', 0) + 1\na, b = map(int, input().split())\nprint(a + b if builtins.count == 1 else -1)"
     assert check_code(STDIN_TESTS, fenced(code), FAST).ok is True  # interpreter state does not
     slow = "import time\na, b = map(int, input().split())\nif a == 1:\n    print(-1)\nelse:\n    time.sleep(3)\n    print(a + b)"
@@ -268,7 +261,5 @@ def test_a_batch_runs_each_test_in_a_fresh_process_and_stops_at_the_first_failur
 def test_call_based_results_are_compared_outside_the_sandbox():
     ref = json.dumps({"fn_name": "f", "inputs": [[1], [2]], "outputs": [[2], [4]]})  # APPS-wrapped
     assert check_code(ref, fenced("def f(x):\n    return 2 * x"), FAST).ok is True
-    forged = (
-        "class Any:\n    def __eq__(self, other):\n        return True\ndef f(x):\n    return Any()"
-    )
+    forged = "class Any:\n    def __eq__(self, other):\n        return True\ndef f(x):\n    return Any()"
     assert check_code(ref, fenced(forged), FAST).ok is False

@@ -16,6 +16,7 @@ items behind it go back to the queue.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import multiprocessing as mp
 import queue
 import signal
@@ -69,9 +70,19 @@ def _worker(fn: Callable[[Any], Any], tasks: Connection, results: Connection) ->
         return
 
 
+def _widen(conn: Connection) -> None:
+    # A pipe holds 64 KB; a group of 16 long traces is ~256 KB, so each send waited for the
+    # worker's reader thread, which gets the GIL only between its checks (every 5 ms): the
+    # dispatcher sat blocked in write() for a quarter of the run. 1 MB (Linux's default cap
+    # for any user) takes both messages a worker holds at once.
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
+
+
 class _Slot:
     def __init__(self, ctx: Any, fn: Callable[[Any], Any]):
         tasks, self.tasks = ctx.Pipe(duplex=False)
+        _widen(self.tasks)
         self.conn, results = ctx.Pipe(duplex=False)  # what the dispatcher waits on
         self.proc = ctx.Process(target=_worker, args=(fn, tasks, results), daemon=True)
         self.proc.start()
@@ -110,6 +121,14 @@ class _Slot:
         self.tasks.close()
 
 
+def start_server(preload: list[str]) -> None:
+    """Start the fork server the workers come from, importing `preload` (seconds: sympy):
+    a caller with other work first (reading the input) starts it early, so that import runs
+    beside that work on another core. A no-op once it runs."""
+    mp.get_context("forkserver").set_forkserver_preload(preload)
+    _start_forkserver()
+
+
 def _start_forkserver() -> None:
     # The server imports sympy and math-verify for seconds before it ignores SIGINT itself: a
     # Ctrl-C in that window would print its import traceback under the run's one line. It
@@ -136,8 +155,7 @@ def run_pool(
     ctx = mp.get_context("forkserver")
     # Workers fork from a server that already imported the checks: a replacement after a
     # timeout starts in milliseconds instead of re-importing sympy.
-    ctx.set_forkserver_preload(preload or [])
-    _start_forkserver()
+    start_server(preload or [])
     source = iter(items)
     pending: deque[Item] = deque()  # items of a dead worker, sent again one by one
     slots = [_Slot(ctx, fn) for _ in range(max(1, workers))]

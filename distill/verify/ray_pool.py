@@ -48,15 +48,15 @@ def _chunks(items: Iterable[Item | list[Item]], rows: int) -> Iterator[list[Item
         yield part
 
 
-def ray_executor(
-    address: str | None = None, chunk: int = CHUNK
-) -> Callable[..., Iterator[Outcome]]:
+def ray_executor(address: str | None = None, chunk: int = CHUNK) -> Callable[..., Iterator[Outcome]]:
     """An executor for `verify_rows`: `address` is a cluster's (`auto`, `ray://head:10001`,
     `head:6379`); None starts a Ray instance on this machine (what the tests use)."""
     try:
         import ray
     except ImportError:
-        raise UserError('--executor ray: Ray is not installed (pip install -e ".[ray]")') from None
+        raise UserError(
+            '--executor ray: Ray is not installed (pip install -e ".[ray]")'
+        ) from None
 
     def execute(
         fn: Callable[[Any], Any],

@@ -27,7 +27,7 @@ from distill.verify import VerifyConfig, check_correctness
 from distill.verify.cache import VerdictCache, row_digest
 from distill.verify.code_tests import count_tests
 from distill.verify.judge import needs_judge, run_judge
-from distill.verify.pool import Item, Outcome, run_pool
+from distill.verify.pool import Item, Outcome, run_pool, start_server
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,16 @@ def _grouped(rows: Iterable[tuple[dict[str, Any], Item]]) -> Iterator[Item | lis
             problem = pid
     if group:
         yield group if len(group) > 1 else group[0]
+
+
+def _preload(also: Any) -> list[str]:
+    return PRELOAD + ([type(also).__module__] if also is not None else [])
+
+
+def warm_workers(also: Any = None) -> None:
+    """Start the local workers' fork server now (it imports sympy for a second or more), so
+    that happens beside what the caller does before `verify_rows` (`run_pool` then finds it)."""
+    start_server(_preload(also))
 
 
 def row_timeout(row: dict[str, Any], cfg: VerifyConfig) -> float:
@@ -170,7 +180,7 @@ def verify_rows(
             cache.add(key, digests.pop(key), checks)
 
     workers = cfg.workers or len(os.sched_getaffinity(0))
-    preload = PRELOAD + ([type(also).__module__] if also is not None else [])
+    preload = _preload(also)
     bar = progress("{task.fields[rate]} rows/s", disable=not show_progress)
     started, fresh = time.time(), 0
     try:
