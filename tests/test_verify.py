@@ -210,9 +210,7 @@ ANSWER_SHAPES = [
 ]
 
 
-@pytest.mark.parametrize(
-    "box", ["\\sqrt{}", "5 \\div", "x=", "\\begin{array}", "5,,", "^5", "{}", "7"]
-)
+@pytest.mark.parametrize("box", ["\\sqrt{}", "5 \\div", "x=", "\\begin{array}", "5,,", "^5", "{}", "7"])
 def test_a_box_that_does_not_parse_alone_takes_the_full_path(box):
     """math-verify reads such an answer at its other anchors (here the earlier "answer is
     $5$"), which the box alone lacks: the shortcut must not answer for it."""
@@ -293,7 +291,7 @@ def test_a_group_is_answered_item_by_item_and_a_stuck_item_fails_alone():
 
 def test_a_workers_pipe_holds_the_two_groups_it_is_sent_without_blocking_the_dispatcher():
     # 16 long traces are ~256 KB; a 64 KB pipe made every send wait for the worker's reader
-    # thread, which gets the GIL only between checks (2.3 s of 12 on the benchmark corpus)
+    # thread, which gets the GIL only between checks (2.7 s of 12 on the benchmark corpus)
     import fcntl
     import multiprocessing as mp
 
@@ -315,6 +313,4 @@ def test_a_problems_maths_samples_are_grouped_and_code_goes_alone():
     out = list(_grouped((r, (i, r, 1.0)) for i, r in enumerate(rows)))
     sizes = [len(x) if isinstance(x, list) else 1 for x in out]
     assert sizes == [GROUP, 2, 1, 1, 1, 1, 1]
-    assert [i for x in out for i, _, _ in (x if isinstance(x, list) else [x])] == list(
-        range(len(rows))
-    )
+    assert [i for x in out for i, _, _ in (x if isinstance(x, list) else [x])] == list(range(len(rows)))

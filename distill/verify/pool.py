@@ -125,17 +125,13 @@ def start_server(preload: list[str]) -> None:
     """Start the fork server the workers come from, importing `preload` (seconds: sympy):
     a caller with other work first (reading the input) starts it early, so that import runs
     beside that work on another core. A no-op once it runs."""
-    mp.get_context("forkserver").set_forkserver_preload(preload)
-    _start_forkserver()
-
-
-def _start_forkserver() -> None:
-    # The server imports sympy and math-verify for seconds before it ignores SIGINT itself: a
-    # Ctrl-C in that window would print its import traceback under the run's one line. It
-    # starts with SIGINT blocked (the mask survives exec); ours is restored at once, so a
-    # Ctrl-C sent meanwhile still reaches us, just after the spawn.
     from multiprocessing import forkserver, resource_tracker
 
+    mp.get_context("forkserver").set_forkserver_preload(preload)
+    # The server imports sympy for seconds before it ignores SIGINT itself: a Ctrl-C then
+    # would print its import traceback under the run's one line. It starts with SIGINT
+    # blocked (the mask survives exec); ours is restored at once, so a Ctrl-C sent meanwhile
+    # still reaches us, just after the spawn.
     resource_tracker.ensure_running()  # first: its own start unblocks SIGINT on the way out
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
