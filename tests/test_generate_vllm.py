@@ -68,3 +68,13 @@ def test_prompt_longer_than_context_is_an_error_row(vllm_teacher, tiny_profile, 
     errors = [r for r in rows if r["finish_reason"] == "error"]
     assert len(rows) == 4 and len(errors) == 2
     assert "max_model_len is 512" in errors[0]["error"] and errors[0]["completion"] == ""
+
+
+def test_on_a_cpu_the_engine_core_runs_in_this_process(vllm_teacher):
+    # a spawned engine core imports torch and vLLM again: ~25 s of every start on 2 cores
+    import psutil
+
+    core = vllm_teacher.engine.llm.llm_engine.engine_core
+    assert type(core).__name__ == "InprocClient"
+    names = [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)]
+    assert not [n for n in names if "EngineCore" in n or "multiprocessing.spawn" in n], names

@@ -42,6 +42,12 @@ class EngineConfig:
     max_num_seqs: int | None = option(None, help="Most sequences decoded at once.")
     max_num_batched_tokens: int | None = option(None, help="Token budget of one engine step.")
     enforce_eager: bool = option(False, help="Skip CUDA graphs / torch.compile (faster start).")
+    multiprocessing: bool | None = option(
+        None,
+        help="vLLM's engine core in a process of its own (vLLM's default; on a GPU its "
+        "scheduling overlaps the GPU's work). Unset: its own process on a GPU, this process on "
+        "a CPU, where that starts ~25 s sooner and exits ~4 s sooner.",
+    )
     quantization: str | None = option(None, help="Weight quantization, e.g. fp8, awq.")
     kv_cache_dtype: str = option("auto", help="KV cache dtype, e.g. fp8 to fit longer traces.")
     trust_remote_code: bool = option(False, help="Allow model code from the Hub repo.")
