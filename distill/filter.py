@@ -38,6 +38,7 @@ from distill.filters.inputs import (
     Deriver,
     check_rows,
     corpus_rows,
+    decision_rows,
     input_files,
     iter_batches,
 )
@@ -110,16 +111,18 @@ class FilterConfig:
 
 def _write_outputs(files: list[Path], checks: CorpusChecks, generation: Path) -> Tally:
     """Stream the input again, decide each row, attach the verdict columns, split into kept/
-    and rejected/; returns the report's counts, added up on the way."""
+    and rejected/; returns the report's counts, added up on the way. The rows' own columns
+    stay Arrow data: only the fields a decision reads become Python objects (a corpus is
+    mostly long completions, and turning them into strings and back cost 70% of this pass)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    writers = {"kept": [], "rejected": []}
     counters = {"kept": 0, "rejected": 0}
     buffers: dict[str, list[pa.Table]] = {"kept": [], "rejected": []}
     derive = Deriver()
     tally = Tally()
-    for split in writers:
+    for split in counters:
         (generation / split).mkdir()
 
     def flush(split: str, force: bool = False) -> None:
@@ -131,45 +134,56 @@ def _write_outputs(files: list[Path], checks: CorpusChecks, generation: Path) ->
             buffers[split] = []
 
     for f, offset, batch in iter_batches(files):
-        rows = batch.to_pylist()
-        for i, row in enumerate(rows):
-            derived = derive({k: row.get(k) for k in ROW_FIELDS}, f"{f}: row {offset + i}")
-            row.update({k: derived[k] for k in ROW_FIELDS if row.get(k) is None})
-            d = checks.decide(derived)
-            tally.add(d, derived)
-            row.update(correct=d["correct"], kept=d["kept"], reasons=d["reasons"],
-                       checks=json.dumps(d["checks"], ensure_ascii=False, default=str),
-                       problem_correct=d["problem_correct"], problem_verified=d["problem_verified"])  # fmt: skip
-        for split, want in (("kept", True), ("rejected", False)):
-            part = [r for r in rows if r["kept"] is want]
-            if part:
-                buffers[split].append(_table(part))
+        rows = decision_rows(batch, derive, f, offset)
+        decisions = [checks.decide(row) for row in rows]
+        for d, row in zip(decisions, rows, strict=True):
+            tally.add(d, row)
+        table = _with_verdicts(batch, rows, decisions)
+        kept = pa.array([d["kept"] for d in decisions], pa.bool_())
+        for split, mask in (("kept", kept), ("rejected", pc.invert(kept))):
+            part = table.filter(mask)
+            if part.num_rows:
+                buffers[split].append(part)
                 flush(split)
-    for split in writers:
+    for split in counters:
         flush(split, force=True)
     # An empty split still gets one (empty) shard with the same columns, so it reads as 0 rows.
     schema = next((pq.read_schema(p) for p in sorted(generation.glob("*/shard-*.parquet"))), None)
-    for split in writers:
+    for split in counters:
         if counters[split] == 0 and schema is not None:
             write_table(generation / split / "shard-00000.parquet", schema.empty_table())
     return tally
 
 
-def _table(rows: list[dict[str, Any]]) -> pa.Table:
+def _with_verdicts(batch: pa.RecordBatch, rows: list[dict[str, Any]], decisions: list[dict[str, Any]]) -> pa.Table:
+    """The batch as a table with what was derived filled in and the verdict columns added
+    (replaced, when the input is itself a filter output), typed the same in every shard."""
     import pyarrow as pa
 
-    table = pa.Table.from_pylist(rows)
-    types = {"correct": pa.bool_(), "kept": pa.bool_(), "reasons": pa.list_(pa.string()), "checks": pa.string(),
-             "sample_index": pa.int64(), "completion_tokens": pa.int64(), "prompt_tokens": pa.int64(),
-             "problem_correct": pa.int64(), "problem_verified": pa.int64()}  # fmt: skip
-    for name, tp in types.items():
+    table = pa.Table.from_batches([batch])
+
+    def put(name: str, values: Any) -> None:
+        nonlocal table
         if name in table.column_names:
-            i = table.column_names.index(name)
-            table = table.set_column(i, name, table.column(name).cast(tp))
+            table = table.set_column(table.column_names.index(name), name, values)
+        else:
+            table = table.append_column(name, values)
+
+    for k in ROW_FIELDS:
+        if k not in batch.schema.names or batch.column(k).null_count:
+            put(k, pa.array([r[k] for r in rows]))
+    put("correct", pa.array([d["correct"] for d in decisions], pa.bool_()))
+    put("kept", pa.array([d["kept"] for d in decisions], pa.bool_()))
+    put("reasons", pa.array([d["reasons"] for d in decisions], pa.list_(pa.string())))
+    put("checks", pa.array([json.dumps(d["checks"], ensure_ascii=False, default=str) for d in decisions], pa.string()))  # fmt: skip
+    for name in ("problem_correct", "problem_verified"):
+        put(name, pa.array([d[name] for d in decisions], pa.int64()))
+    for name in ("sample_index", "completion_tokens", "prompt_tokens"):
+        if name in table.column_names:
+            put(name, table.column(name).cast(pa.int64()))
     for name in ("reference", "error"):  # all-null columns would infer a null type per shard
         if name in table.column_names and pa.types.is_null(table.column(name).type):
-            i = table.column_names.index(name)
-            table = table.set_column(i, name, table.column(name).cast(pa.string()))
+            put(name, table.column(name).cast(pa.string()))
     return table
 
 

@@ -213,6 +213,25 @@ def test_corpus_made_elsewhere_needs_only_four_columns(tmp_path):
     assert text["kept"] and text["correct"] is None  # nothing to verify without a reference
 
 
+def test_the_last_pass_writes_the_same_rows_with_or_without_reading_the_texts(mixed, tmp_path):
+    """A distill corpus (reasoning, answer, token counts all there) is written without its
+    texts ever becoming Python strings; a batch where one must be derived takes the full
+    path. The same corpus both ways gives the same files, column for column."""
+    table = read_corpus(mixed)
+    reasoning = table.column("reasoning").to_pylist()
+    reasoning[0] = None  # derived again from the completion: the whole batch reads its texts
+    other = tmp_path / "derived"
+    other.mkdir()
+    pq.write_table(table.set_column(table.column_names.index("reasoning"), "reasoning", pa.array(reasoning)),
+                   other / "shard-00000.parquet")  # fmt: skip
+    run(mixed, tmp_path / "lean")
+    run(other, tmp_path / "full")
+    for split in ("kept", "rejected"):
+        lean, full = read_corpus(tmp_path / "lean" / split), read_corpus(tmp_path / "full" / split)
+        assert lean.num_rows and lean.schema == full.schema and lean.equals(full), split
+        assert lean.column_names[-6:] == ["correct", "kept", "reasons", "checks", "problem_correct", "problem_verified"]
+
+
 def test_bad_input(tmp_path):
     (tmp_path / "in").mkdir()
     pq.write_table(

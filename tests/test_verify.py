@@ -243,6 +243,29 @@ def test_the_boxed_shortcut_gives_math_verifys_verdict_on_real_golds():
     assert not differ, f"{len(differ)} answers: {differ[:5]}"
 
 
+def test_a_plain_integer_is_the_object_math_verifys_parse_gives():
+    """The integer shortcut (no ANTLR parse) against math-verify itself, for a gold and for a
+    boxed answer: the same objects, of the same types, so every verdict is the same."""
+    import random
+
+    from math_verify import parse
+
+    from distill.verify.maths import _integer, _only_box, _parsed_box, parse_gold
+
+    rng = random.Random(0)
+    numbers = ["0", "-0", "7", "-3", "007", "-0042", "2024", "1000000", "9" * 40, "-" + "1" * 25]
+    numbers += [str(rng.randint(-(10 ** rng.randint(1, 30)), 10 ** rng.randint(1, 30))) for _ in range(150)]
+    for text in numbers:
+        assert _integer(text) is not None, text
+        gold = parse_gold(text, None)
+        assert [_integer(text)] == gold and type(gold[0]) is type(_integer(text)), text
+        box = parse(f"\\boxed{{{text}}}", extraction_config=_only_box(), parsing_timeout=None)
+        fast = list(_parsed_box(text, None))
+        assert fast == box and [type(x) for x in fast] == [type(x) for x in box], text
+    for other in ("1.5", "1,000", "+5", " 7", "٣", "2^{10}", "10!", "3x", ""):
+        assert _integer(other) is None, other  # these take math-verify's own parse
+
+
 def test_the_numeric_precheck_stays_within_math_verifys_alarm():
     """A wrong answer that sympy cannot evaluate in time (a power tower) is bounded by the
     in-process timeout the eval and RL paths use, and gets the full path's verdict."""

@@ -83,11 +83,13 @@ class Deriver:
             row["id"] = f"{row['problem_id']}/{row['sample_index']}"
         return row
 
-    def __call__(self, row: dict[str, Any], where: str) -> dict[str, Any]:
+    def __call__(self, row: dict[str, Any], where: str, texts: bool = True) -> dict[str, Any]:
+        """`texts=False`: a row read without its long texts, whose reasoning and answer the
+        corpus holds (nothing to derive from the completion)."""
         self.ids(row, where)
-        if not isinstance(row.get("completion"), str):
+        if texts and not isinstance(row.get("completion"), str):
             raise UserError(f"{where}: 'completion' must be text, got {row.get('completion')!r}")
-        if row.get("reasoning") is None or row.get("answer") is None:
+        if texts and (row.get("reasoning") is None or row.get("answer") is None):
             row["reasoning"], row["answer"] = split_trace(row["completion"])
         if row.get("finish_reason") is None:
             row["finish_reason"] = "stop"
@@ -133,6 +135,26 @@ def corpus_rows(files: list[Path]) -> Iterator[dict[str, Any]]:
     for f, offset, batch in iter_batches(files, list(ROW_FIELDS)):
         for i, row in enumerate(batch.to_pylist()):
             yield derive({k: row.get(k) for k in ROW_FIELDS}, f"{f}: row {offset + i}")
+
+
+TEXTS = ("completion", "reasoning", "answer")
+
+
+def decision_rows(
+    batch: pa.RecordBatch, derive: Deriver, f: Path, offset: int
+) -> list[dict[str, Any]]:
+    """A batch's rows as `corpus_rows` derives them, for the filter's last pass, which decides
+    each row from its ids, domain and length: without the long texts (most of a corpus's
+    bytes) when nothing is derived from them, i.e. the reasoning, the answer and a token count
+    are all there (a distill corpus). The texts keep their `None` then."""
+    import pyarrow.compute as pc
+
+    names = batch.schema.names
+    lean = all(c in names and not batch.column(c).null_count for c in ("reasoning", "answer", "completion_tokens"))
+    lean = lean and (not batch.num_rows or pc.min(batch.column("completion_tokens")).as_py() > 0)
+    cols = [c for c in ROW_FIELDS if c in names and not (lean and c in TEXTS)]
+    return [derive({k: row.get(k) for k in ROW_FIELDS}, f"{f}: row {offset + i}", texts=not lean)
+            for i, row in enumerate(batch.select(cols).to_pylist())]  # fmt: skip
 
 
 def _refuse_duplicate_ids(files: list[Path], ids: array) -> None:
