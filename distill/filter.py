@@ -24,6 +24,7 @@ import logging
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ from distill.filters.inputs import (
     decision_rows,
     input_files,
     iter_batches,
+    prefetched,
 )
 from distill.filters.readability import RowChecksConfig
 from distill.filters.report import Tally, build_report, print_report, write_report
@@ -120,6 +122,7 @@ def _write_outputs(files: list[Path], checks: CorpusChecks, generation: Path) ->
 
     counters = {"kept": 0, "rejected": 0}
     buffers: dict[str, list[pa.Table]] = {"kept": [], "rejected": []}
+    writes: list[Future[None]] = []
     derive = Deriver()
     tally = Tally()
     for split in counters:
@@ -129,24 +132,33 @@ def _write_outputs(files: list[Path], checks: CorpusChecks, generation: Path) ->
         rows = sum(t.num_rows for t in buffers[split])
         if rows and (force or rows >= SHARD_ROWS):
             table = pa.concat_tables(buffers[split], promote_options="default")
-            write_table(generation / split / f"shard-{counters[split]:05d}.parquet", table)
+            path = generation / split / f"shard-{counters[split]:05d}.parquet"
+            writes.append(writer.submit(write_table, path, table))
             counters[split] += 1
             buffers[split] = []
 
-    for f, offset, batch in iter_batches(files):
-        rows = decision_rows(batch, derive, f, offset)
-        decisions = [checks.decide(row) for row in rows]
-        for d, row in zip(decisions, rows, strict=True):
-            tally.add(d, row)
-        table = _with_verdicts(batch, rows, decisions)
-        kept = pa.array([d["kept"] for d in decisions], pa.bool_())
-        for split, mask in (("kept", kept), ("rejected", pc.invert(kept))):
-            part = table.filter(mask)
-            if part.num_rows:
-                buffers[split].append(part)
-                flush(split)
-    for split in counters:
-        flush(split, force=True)
+    # Parquet reads and writes release the GIL: the next batch is read, and a full shard
+    # written, in threads while this one decides rows.
+    with ThreadPoolExecutor(1, thread_name_prefix="distill-write") as writer:
+        for f, offset, batch in prefetched(iter_batches(files)):
+            rows = decision_rows(batch, derive, f, offset)
+            decisions = [checks.decide(row) for row in rows]
+            for d, row in zip(decisions, rows, strict=True):
+                tally.add(d, row)
+            table = _with_verdicts(batch, rows, decisions)
+            kept = pa.array([d["kept"] for d in decisions], pa.bool_())
+            for split, mask in (("kept", kept), ("rejected", pc.invert(kept))):
+                part = table.filter(mask)
+                if part.num_rows:
+                    buffers[split].append(part)
+                    flush(split)
+            if any(w.done() and w.exception() for w in writes):
+                break  # a failed write (a full disk): raised below, before more work
+        else:
+            for split in counters:
+                flush(split, force=True)
+        for w in writes:
+            w.result()
     # An empty split still gets one (empty) shard with the same columns, so it reads as 0 rows.
     schema = next((pq.read_schema(p) for p in sorted(generation.glob("*/shard-*.parquet"))), None)
     for split in counters:

@@ -232,6 +232,33 @@ def test_the_last_pass_writes_the_same_rows_with_or_without_reading_the_texts(mi
         assert lean.column_names[-6:] == ["correct", "kept", "reasons", "checks", "problem_correct", "problem_verified"]
 
 
+def test_prefetched_batches_keep_order_raise_the_readers_error_and_stop_with_the_reader():
+    import threading
+
+    from distill.filters.inputs import prefetched
+
+    assert list(prefetched(iter(range(50)))) == list(range(50))
+
+    def broken():
+        yield 1
+        raise OSError("disk read failed")
+
+    with pytest.raises(OSError, match="disk read failed"):
+        list(prefetched(broken()))
+    produced = []
+
+    def endless():
+        for i in range(10**9):
+            produced.append(i)
+            yield i
+
+    for i in prefetched(endless()):
+        if i == 3:
+            break
+    time.sleep(0.5)
+    assert len(produced) <= 7 and not [t for t in threading.enumerate() if t.name == "distill-prefetch"]
+
+
 def test_bad_input(tmp_path):
     (tmp_path / "in").mkdir()
     pq.write_table(

@@ -61,6 +61,47 @@ def iter_batches(
             offset += batch.num_rows
 
 
+def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """`items`, produced up to `depth` ahead in a thread: parquet decoding releases the GIL,
+    so the next batch is read while the caller works on this one. The producer's exception
+    is raised here; a consumer that stops early stops the producer."""
+    import queue
+    import threading
+
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def offer(message: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(message, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer(("item", item)):
+                    return
+            offer(("end", None))
+        except BaseException as e:  # handed to the consumer, raised there
+            offer(("error", e))
+
+    threading.Thread(target=produce, name="distill-prefetch", daemon=True).start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+
+
 class Deriver:
     """Fills the trace fields a corpus made elsewhere may lack (ids, reasoning/answer, ...)."""
 
