@@ -224,11 +224,18 @@ def test_the_last_pass_writes_the_same_rows_with_or_without_reading_the_texts(mi
     other.mkdir()
     pq.write_table(table.set_column(table.column_names.index("reasoning"), "reasoning", pa.array(reasoning)),
                    other / "shard-00000.parquet")  # fmt: skip
+    texts = tmp_path / "text-counts"  # token counts written as text: lengths from the text
+    texts.mkdir()
+    i = table.column_names.index("completion_tokens")
+    pq.write_table(table.set_column(i, "completion_tokens", table.column(i).cast(pa.string())),
+                   texts / "shard-00000.parquet")  # fmt: skip
     run(mixed, tmp_path / "lean")
     run(other, tmp_path / "full")
+    run(texts, tmp_path / "text")
     for split in ("kept", "rejected"):
         lean, full = read_corpus(tmp_path / "lean" / split), read_corpus(tmp_path / "full" / split)
         assert lean.num_rows and lean.schema == full.schema and lean.equals(full), split
+        assert lean.equals(read_corpus(tmp_path / "text" / split)), split
         assert lean.column_names[-6:] == ["correct", "kept", "reasons", "checks", "problem_correct", "problem_verified"]
 
 

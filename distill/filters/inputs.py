@@ -188,11 +188,14 @@ def decision_rows(
     each row from its ids, domain and length: without the long texts (most of a corpus's
     bytes) when nothing is derived from them, i.e. the reasoning, the answer and a token count
     are all there (a distill corpus). The texts keep their `None` then."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     names = batch.schema.names
     lean = all(c in names and not batch.column(c).null_count for c in ("reasoning", "answer", "completion_tokens"))
-    lean = lean and (not batch.num_rows or pc.min(batch.column("completion_tokens")).as_py() > 0)
+    tokens = batch.column("completion_tokens") if lean else None
+    numeric = tokens is not None and (pa.types.is_integer(tokens.type) or pa.types.is_floating(tokens.type))
+    lean = numeric and (not batch.num_rows or pc.min(tokens).as_py() > 0)
     cols = [c for c in ROW_FIELDS if c in names and not (lean and c in TEXTS)]
     return [derive({k: row.get(k) for k in ROW_FIELDS}, f"{f}: row {offset + i}", texts=not lean)
             for i, row in enumerate(batch.select(cols).to_pylist())]  # fmt: skip
