@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -22,7 +23,6 @@ import time
 
 CHILD = r"""
 import json, sys, time
-t0 = time.time()
 from distill.prompts import build_messages, PREFILL
 from distill.teachers import Request
 from distill.teachers.profile import load_profile
@@ -42,7 +42,7 @@ def main():
     engine.close()
     closed = time.time()
     print(json.dumps({"start": started - t, "tok_s": tokens / (generated - started),
-                      "tokens": tokens, "close": closed - generated, "t0": t0}))
+                      "tokens": tokens, "close": closed - generated}))
 
 if __name__ == "__main__":
     main()
@@ -76,7 +76,7 @@ def main() -> None:
                   flush=True)  # fmt: skip
     med = {m: {k: statistics.median(r[k] for r in rs) for k in ("start", "tok_s", "close", "wall")}
            for m, rs in runs.items()}  # fmt: skip
-    print(f"cores: {len(__import__('os').sched_getaffinity(0))}, tiny teacher, {args.problems} problems x {args.samples} samples, {args.rounds} rounds (medians)")  # fmt: skip
+    print(f"cores: {len(os.sched_getaffinity(0))}, tiny teacher, {args.problems} problems x {args.samples} samples, {args.rounds} rounds (medians)")  # fmt: skip
     for mode, label in (("own", "engine core in its own process"), ("in", "engine core in this process")):
         m = med[mode]
         print(f"{label:<32} start {m['start']:5.1f} s  {m['tok_s']:8,.0f} tok/s  close {m['close']:4.1f} s  process {m['wall']:5.1f} s")  # fmt: skip

@@ -115,7 +115,7 @@ def _write_outputs(files: list[Path], checks: CorpusChecks, generation: Path) ->
     """Stream the input again, decide each row, attach the verdict columns, split into kept/
     and rejected/; returns the report's counts, added up on the way. The rows' own columns
     stay Arrow data: only the fields a decision reads become Python objects (a corpus is
-    mostly long completions, and turning them into strings and back cost 70% of this pass)."""
+    mostly long completions, which need not become strings and back)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq

@@ -192,10 +192,14 @@ def decision_rows(
     import pyarrow.compute as pc
 
     names = batch.schema.names
-    lean = all(c in names and not batch.column(c).null_count for c in ("reasoning", "answer", "completion_tokens"))
-    tokens = batch.column("completion_tokens") if lean else None
-    numeric = tokens is not None and (pa.types.is_integer(tokens.type) or pa.types.is_floating(tokens.type))
-    lean = numeric and (not batch.num_rows or pc.min(tokens).as_py() > 0)
+    tokens = batch.column("completion_tokens") if "completion_tokens" in names else None
+    lean = (
+        all(c in names and not batch.column(c).null_count for c in ("reasoning", "answer"))
+        and tokens is not None
+        and not tokens.null_count
+        and (pa.types.is_integer(tokens.type) or pa.types.is_floating(tokens.type))
+        and (not batch.num_rows or pc.min(tokens).as_py() > 0)  # else lengths come from the text
+    )
     cols = [c for c in ROW_FIELDS if c in names and not (lean and c in TEXTS)]
     return [derive({k: row.get(k) for k in ROW_FIELDS}, f"{f}: row {offset + i}", texts=not lean)
             for i, row in enumerate(batch.select(cols).to_pylist())]  # fmt: skip

@@ -120,9 +120,9 @@ class Engine:
         self.profile = profile
         self.model_name = profile.model
         # vLLM reads this when the engine is built. On a CPU an engine core in this process
-        # saves spawning one that imports torch and vLLM again (26 s of a 42 s start on 2
-        # cores) and the 4-5 s its shutdown waits for it; on a GPU the extra process overlaps
-        # scheduling and detokenisation with the GPU's work.
+        # saves spawning one that imports torch and vLLM again (a start of 13 s instead of 36
+        # on 2 cores, benchmarks/engine_process.py) and the 5 s its shutdown waits for it; on
+        # a GPU the extra process overlaps scheduling and detokenisation with the GPU's work.
         own_process = profile.engine.multiprocessing
         if own_process is None:
             from vllm.platforms import current_platform
