@@ -278,6 +278,17 @@ def test_each_guard_trips_on_a_run_built_to_trip_it(tmp_path, arith, recipe, grp
 
 
 @pytest.mark.slow
+def test_max_seconds_stops_the_run_at_a_step_and_saves_the_model(tmp_path, arith):
+    """A compute budget (`--max-seconds`): the run stops after the step that used it up, with
+    the model saved as at the end of a run, and says so in its stats."""
+    cfg = RLConfig(data=str(arith), output=tmp_path / "run", progress=False, max_seconds=0.01)
+    stats = rl(cfg, {"guards.enabled": False}, {**FAST, "max_steps": 8})
+    assert stats["steps"] == 1 and stats["out_of_time"] is True
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "run" / "stats.json").read_text())["out_of_time"] is True
+
+
+@pytest.mark.slow
 def test_resume_after_a_kill(tmp_path, arith):
     out = tmp_path / "run"
     args = ["rl", "--data", str(arith), "--output", str(out), "--max-steps", "6", "--save-steps", "2",

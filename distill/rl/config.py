@@ -245,6 +245,11 @@ class RLConfig:
     dry_run: bool = option(False, help="Print the launch command (or Slurm script) instead.")
     submit: bool = option(False, help="With --launcher slurm: submit the script with sbatch.")
     resume: bool = option(False, help="Continue from the last checkpoint in --output.")
+    max_seconds: float | None = option(
+        None,
+        help="Stop training after this many seconds and save the model as at the last step (a "
+        "compute budget, a Slurm time limit); --max-steps still sets the LR schedule's length.",
+    )
     push_to_hub: str | None = option(
         None, help="Push checkpoints (to revisions step-N) and the final model to this Hub repo."
     )

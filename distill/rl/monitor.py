@@ -4,6 +4,7 @@ the metrics history."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from distill.log import progress
@@ -44,7 +45,7 @@ def guard_message(kind: str, logs: dict[str, Any], rounds: int, recipe: RLRecipe
             "anywhere), the prefill, and samples with --log_completions.")  # fmt: skip
 
 
-def make_callbacks(recipe: RLRecipe, show_progress: bool) -> tuple[Any, Any]:
+def make_callbacks(recipe: RLRecipe, show_progress: bool, max_seconds: float | None = None) -> tuple[Any, Any]:  # fmt: skip
     from transformers import TrainerCallback
 
     class Monitor(TrainerCallback):
@@ -54,6 +55,8 @@ def make_callbacks(recipe: RLRecipe, show_progress: bool) -> tuple[Any, Any]:
             self.history: list[dict[str, Any]] = []
             self.streaks = {"zero_variance": 0, "truncated": 0, "unparsed": 0}
             self.tripped: str | None = None
+            self.started = 0.0
+            self.out_of_time = False  # stopped by max_seconds
             self.bar = progress("reward {task.fields[reward]}", "pass {task.fields[pass_]}",
                                 "trunc {task.fields[trunc]}", disable=not show_progress)  # fmt: skip
             self.task: Any = None
@@ -62,9 +65,25 @@ def make_callbacks(recipe: RLRecipe, show_progress: bool) -> tuple[Any, Any]:
             self.bar.start()
             self.task = self.bar.add_task("rl", total=state.max_steps, completed=state.global_step,
                                           reward="-", pass_="-", trunc="-")  # fmt: skip
+            self.started = time.monotonic()  # max_seconds counts training, not the model's load
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             self.bar.update(self.task, completed=state.global_step)
+            if max_seconds is not None and self._over(args, time.monotonic() - self.started >= max_seconds):
+                log.info("max_seconds %s reached at step %d: stopping", max_seconds, state.global_step)
+                self.out_of_time = True
+                control.should_training_stop = True
+
+        def _over(self, args: Any, over: bool) -> bool:
+            # every rank must stop at the same step, or the others wait forever in a collective
+            import torch
+            import torch.distributed as dist
+
+            if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+                return over
+            flag = torch.tensor([float(over)], device=args.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            return bool(flag.item())
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             self.bar.stop()

@@ -106,7 +106,7 @@ def run_grpo(
     if args.use_vllm and not torch.cuda.is_available():
         patch_vllm_for_cpu()
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, recipe.torch_dtype))
-    monitor, _ = make_callbacks(recipe, cfg.progress)
+    monitor, _ = make_callbacks(recipe, cfg.progress, cfg.max_seconds)
     callbacks = [monitor]
     if cfg.push_to_hub:
         from distill.students.sft import checkpoint_pusher
@@ -129,7 +129,8 @@ def run_grpo(
     wall = time.time() - started
     stats = summarize(monitor.history, args, wall, result.global_step)
     stats.update(
-        data=info, resumed_from=str(last) if last else None, model=path, guard=monitor.tripped
+        data=info, resumed_from=str(last) if last else None, model=path, guard=monitor.tripped,
+        out_of_time=monitor.out_of_time,
     )
     if trainer.is_world_process_zero():
         atomic_write_json(cfg.output / "metrics.json", monitor.history)
