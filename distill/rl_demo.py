@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RLDemoConfig:
-    """Sizes of the RL demo; the defaults fit in about ten minutes on 2 idle cores."""
+    """Sizes of the RL demo; the defaults take about 13 minutes on 2 idle cores (docs/rl.md)."""
 
     student: Path = option(help="The SFT student to improve (distill demo's students/filtered).")
     output: Path = option(Path("runs/demo/rl"), help="Folder for the RL runs and rl_demo.json.")
@@ -55,12 +55,23 @@ class RLDemoConfig:
         "difficulty-aware data of `distill rl --pass-rate-band`.",
     )
     band_samples: int = option(4, help="Samples per candidate problem for its pass rate.")
-    student_steps: int = option(40, help="GRPO steps on the SFT student (8 problems x 8 each).")
-    student_lr: float = option(2e-5, help="Learning rate of the student's GRPO.")
+    student_steps: int = option(80, help="GRPO steps on the SFT student (8 problems each).")
+    student_lr: float = option(3e-5, help="Learning rate of the student's GRPO.")
+    student_generations: int = option(
+        16,
+        help="Completions per problem in the student's GRPO: a near-deterministic student needs "
+        "many for a group to hold both a right and a wrong answer.",
+    )
+    student_temperature: float = option(
+        0.6,
+        help="Sampling temperature of the student's GRPO: R1's evaluation temperature, so GRPO "
+        "sharpens the distribution pass@1 is measured at (at 1.0 it learned the band's problems "
+        "and nothing that carried over).",
+    )
     base_steps: int | None = option(
         None,
         help="GRPO steps on the base (R1-Zero route); default: as many as fit in the wall time "
-        "the student's SFT took, at the student's GRPO step time (comparable compute).",
+        "the student's SFT took (comparable compute).",
     )
     max_digits: int = option(3, help="Longest operand (as the demo's).")
     seed: int = option(0, help="Seed of problems, sampling and training.")
@@ -69,7 +80,8 @@ class RLDemoConfig:
     def sized(self) -> RLDemoConfig:
         """`distill demo --quick --rl`: every part runs, at sizes that only show it works."""
         return dataclasses.replace(self, test_problems=40, eval_samples=2, train_problems=80,
-                                   band_samples=2, student_steps=4, base_steps=4)  # fmt: skip
+                                   band_samples=2, student_steps=4, student_generations=8,
+                                   base_steps=4)  # fmt: skip
 
 
 # --- scoring -------------------------------------------------------------------------------
@@ -175,8 +187,9 @@ def run_rl_demo(cfg: RLDemoConfig) -> dict[str, Any]:
     few = len(band) < 16  # fewer than two generation rounds of problems: train on them all
     band_file = _jsonl(out / "data" / "student-band.jsonl", candidates if few else band)
     student_rl = out / "student-grpo"
-    grpo = {"max_steps": cfg.student_steps, "learning_rate": cfg.student_lr, "temperature": 0.7,
-            "per_device_train_batch_size": 64, "save_strategy": "no"}  # fmt: skip
+    grpo = {"max_steps": cfg.student_steps, "learning_rate": cfg.student_lr,
+            "temperature": cfg.student_temperature, "num_generations": cfg.student_generations,
+            "per_device_train_batch_size": 8 * cfg.student_generations, "save_strategy": "no"}  # fmt: skip
     stats, guard = timed("grpo student", _run, RLConfig(data=str(band_file), output=student_rl, recipe="tiny",
                          model=str(cfg.student), progress=cfg.progress), grpo)  # fmt: skip
     after = timed("eval student+grpo", pass_rates, str(student_rl), test, "tiny", k, seed) if guard is None else before  # fmt: skip
@@ -186,14 +199,16 @@ def run_rl_demo(cfg: RLDemoConfig) -> dict[str, Any]:
                           "grpo": stats, "guard": guard}  # fmt: skip
 
     # 2. R1's distillation finding: RL on the base alone vs distillation into it, at comparable
-    #    compute: as many GRPO steps on the base as the student's SFT took in wall time
-    sft_seconds = cfg.sft_seconds or _sft_seconds(cfg.student)
-    step_s = stats.get("s_per_step") or 1.0
-    steps = cfg.base_steps or max(4, round((sft_seconds or 60.0) / step_s))
+    #    compute: GRPO on the base for the wall time the student's SFT took (its LR is constant,
+    #    so the step budget, 10 a second, is only an upper bound)
+    sft_seconds = cfg.sft_seconds or _sft_seconds(cfg.student) or 60.0
     base_own = timed("eval base", pass_rates, base, test, "tiny-zero-plain", k, seed)
     base_rl_dir = out / "base-grpo"
     base_stats, base_guard = timed("grpo base", _run, RLConfig(data=str(train), output=base_rl_dir,
-                                   recipe="tiny-zero-plain", progress=cfg.progress), {"max_steps": steps, "save_strategy": "no"})  # fmt: skip
+                                   recipe="tiny-zero-plain", progress=cfg.progress,
+                                   max_seconds=None if cfg.base_steps else sft_seconds),
+                                   {"max_steps": cfg.base_steps or round(10 * sft_seconds), "save_strategy": "no"})  # fmt: skip
+    steps = base_stats.get("steps")
     base_rl = timed("eval base+grpo", pass_rates, str(base_rl_dir), test, "tiny-zero-plain", k, seed) if base_guard is None else base_own  # fmt: skip
     numbers["distillation"] = {
         "base_own_format": _mean(base_own),
