@@ -207,7 +207,7 @@ def run_rl_demo(cfg: RLDemoConfig) -> dict[str, Any]:
     base_stats, base_guard = timed("grpo base", _run, RLConfig(data=str(train), output=base_rl_dir,
                                    recipe="tiny-zero-plain", progress=cfg.progress,
                                    max_seconds=None if cfg.base_steps else sft_seconds),
-                                   {"max_steps": cfg.base_steps or round(10 * sft_seconds), "save_strategy": "no"})  # fmt: skip
+                                   {"max_steps": cfg.base_steps or max(1, round(10 * sft_seconds)), "save_strategy": "no"})  # fmt: skip
     steps = base_stats.get("steps")
     base_rl = timed("eval base+grpo", pass_rates, str(base_rl_dir), test, "tiny-zero-plain", k, seed) if base_guard is None else base_own  # fmt: skip
     numbers["distillation"] = {

@@ -93,6 +93,7 @@ def test_help_is_instant_and_imports_nothing_heavy():
         (["--recipe", "nope"], "unknown rl recipe 'nope'"),
         (["--pass-rate-band", "0.7,0.2"], "--pass-rate-band: expected LO,HI"),
         (["--lerning-rate", "1"], "did you mean 'learning_rate'"),
+        (["--max-seconds", "0"], "--max-seconds: expected a positive number of seconds, got 0"),
         (["--accuracy-weight", "0", "--format-weight", "0", "--language-weight", "0"],
          "every reward weight is 0"),
     ],

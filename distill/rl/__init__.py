@@ -74,6 +74,8 @@ def rl(
     extra = load_yaml(cfg.recipe_config) if cfg.recipe_config else None
     recipe = load_rl_recipe(cfg.recipe, extra, recipe_overrides)
     cfg.band()
+    if cfg.max_seconds is not None and cfg.max_seconds <= 0:
+        raise UserError(f"--max-seconds: expected a positive number of seconds, got {cfg.max_seconds:g}")
     if cfg.submit and cfg.launcher != "slurm":
         raise UserError("--submit goes with --launcher slurm")
     validate_grpo(recipe.grpo, f"recipe {recipe.name}")  # a typo fails now, not on 64 GPUs
