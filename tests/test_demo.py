@@ -1,4 +1,4 @@
-"""The quick demo, as CI runs it: the whole pipeline on the bundled tiny teacher."""
+"""The quick demo, as CI runs it: the whole pipeline on the bundled tiny teacher, then its RL half."""
 
 import json
 import subprocess
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 def test_quick_demo_runs_the_whole_pipeline_with_sane_numbers(tmp_path):
     out = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "distill.cli", "demo", "--quick", "--output", str(out)],
+    r = subprocess.run([sys.executable, "-m", "distill.cli", "demo", "--quick", "--rl", "--output", str(out)],
                        capture_output=True, text=True, timeout=1200)  # fmt: skip
     assert r.returncode == 0, r.stderr[-4000:]
     numbers = json.loads((out / "demo.json").read_text())
@@ -65,6 +65,21 @@ def test_quick_demo_runs_the_whole_pipeline_with_sane_numbers(tmp_path):
     assert "paired over the same 48 problems" in r.stderr
     for plot in ("demo.png", "demo_loss.png"):
         assert (out / plot).stat().st_size > 5000 and f"plot: {out / plot}" in r.stderr
+    # the RL half (`--rl`, at the quick sizes): GRPO on the filtered student and on the base, every
+    # model scored paired over the same held-out problems, the trained policies saved
+    rl = numbers["rl"]
+    student, base = rl["student"], rl["distillation"]
+    assert student["guard"] is None and base["guard"] is None, (student["guard"], base["guard"])
+    assert student["grpo"]["steps"] == 4 and base["base_grpo_steps"] == 4
+    for value in (student["before"], student["after"], base["base_own_format"], base["base_grpo_pass@1"]):
+        assert 0.0 <= value <= 1.0
+    for paired in (student["paired"], base["base_grpo_vs_base"], base["distilled_vs_base_grpo"]):
+        assert paired["problems"] == 40 and paired["ci95"][0] <= paired["diff"] <= paired["ci95"][1]
+    assert json.loads((out / "rl" / "rl_demo.json").read_text()) == rl
+    trained = (out / "rl" / "student-grpo" / "model.safetensors").read_bytes()
+    assert trained != (out / "students" / "filtered" / "model.safetensors").read_bytes()
+    assert (out / "rl" / "base-grpo" / "model.safetensors").is_file()
+    assert "distill demo: RL" in r.stderr
     # evaluating the bundled teacher and base leaves the installed package untouched
     assets = Path(distill.__file__).parent / "assets"
     assert not list(assets.glob("*/eval_results.*"))
