@@ -289,6 +289,48 @@ def test_max_seconds_stops_the_run_at_a_step_and_saves_the_model(tmp_path, arith
     assert json.loads((tmp_path / "run" / "stats.json").read_text())["out_of_time"] is True
 
 
+def _budget_rank(rank: int, port: int, out: str) -> None:
+    """One of two gloo ranks: rank 0 has used up its budget, rank 1 has not (yet)."""
+    from types import SimpleNamespace
+
+    import torch
+    import torch.distributed as dist
+
+    from distill.rl.monitor import make_callbacks
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    monitor, _ = make_callbacks(load_rl_recipe("tiny"), False, max_seconds=2.0)
+    args = SimpleNamespace(device=torch.device("cpu"))
+    state, control = SimpleNamespace(max_steps=8, global_step=0), SimpleNamespace(should_training_stop=False)
+    monitor.on_train_begin(args, state, control)
+    seen = []
+    for step, spent in ((1, 0.0), (2, 5.0 if rank == 0 else 0.0)):
+        monitor.started = time.monotonic() - spent
+        state.global_step = step
+        monitor.on_step_end(args, state, control)
+        seen.append(control.should_training_stop)
+    Path(out, f"rank{rank}.json").write_text(json.dumps({"stop": seen, "out_of_time": monitor.out_of_time}))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_max_seconds_stops_every_rank_at_the_same_step(tmp_path):
+    """Under several processes the budget is one decision: when one rank's clock runs out,
+    every rank stops after that step (a rank that trained on would wait forever in the next
+    collective). Two real gloo processes, one of them over budget."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_budget_rank, args=(port, str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        seen = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert seen == {"stop": [False, True], "out_of_time": True}, (rank, seen)
+
+
 @pytest.mark.slow
 def test_resume_after_a_kill(tmp_path, arith):
     out = tmp_path / "run"
