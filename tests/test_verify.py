@@ -277,6 +277,62 @@ def test_the_numeric_precheck_stays_within_math_verifys_alarm():
     assert fast["ok"] is False
 
 
+# (gold, answer, the same?): math-verify's simplify says yes to the identities; the precheck
+# must never answer for those, and answers for the rest without calling simplify
+SYMBOLIC = [
+    ("1", "\\sin^2 x + \\cos^2 x", True), ("x+1", "\\frac{x^2-1}{x-1}", True), ("|x|", "\\sqrt{x^2}", True),
+    ("2x", "x+x", True), ("\\frac{1}{x}", "x^{-1}", True), ("x^{1/3}", "\\sqrt[3]{x}", True),
+    ("\\tan x", "\\frac{\\sin x}{\\cos x}", True), ("x^2-y^2", "(x-y)(x+y)", True),
+    ("\\sin 2x", "2\\sin x\\cos x", True), ("\\sin(x+y)", "\\sin x\\cos y+\\cos x\\sin y", True),
+    ("x+1", "x+2", False), ("x^2-y^2", "(x-y)^2", False), ("\\cot x", "\\tan x", False),
+    ("2^x", "x^2", False), ("x^3+3x-6", "12", False), ("7", "p - q", False), ("a+b", "\\frac{a+b}{2}", False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("gold, said, same", SYMBOLIC)
+def test_the_symbolic_precheck_gives_math_verifys_verdict(gold, said, same):
+    """A wrong answer in symbols is proved wrong at one point instead of by simplify; an
+    identity is zero there, so math-verify decides it."""
+    from distill.verify.maths import _differ_numerically, _parsed_box, _parsed_gold
+
+    answer = f"So the answer is $\\boxed{{{said}}}$."
+    fast = check_math(json.dumps(gold), answer, None).as_dict()
+    assert fast == check_math(json.dumps(gold), answer, None, gold_cache=False).as_dict()
+    assert fast["ok"] is same
+    pred = _parsed_box(said, None)
+    assert _differ_numerically(list(_parsed_gold(gold, None)), list(pred), None) is not same
+
+
+def _near_miss(gold: str) -> str:
+    """A wrong answer of the gold's own shape, as R1's wrong answers mostly are: a digit changed."""
+    i = next((i for i, c in enumerate(gold) if c.isdigit()), None)
+    return f"{gold}+1" if i is None else gold[:i] + str((int(gold[i]) + 1) % 10) + gold[i + 1 :]
+
+
+@pytest.mark.skipif(not SHARED_BENCHMARKS.is_dir(), reason="../shared/benchmarks not present")
+def test_near_misses_of_real_golds_get_math_verifys_verdict():
+    """Every MATH-500/AIME/AMC gold against a near miss of itself, boxed: the fast path (the
+    numeric and symbolic prechecks included) gives the full path's verdict, detail for
+    detail, and the symbolic precheck answers for many of them."""
+    from distill.problems import DatasetSpec, load_problems
+    from distill.verify.maths import _differ_numerically, _parsed_box, _parsed_gold
+
+    differ, symbolic = [], 0
+    for name in ("math500", "aime2024", "aime2025", "amc23"):
+        problems, _ = load_problems(DatasetSpec(dataset=str(SHARED_BENCHMARKS / f"{name}.jsonl")))
+        for p in problems:
+            gold = json.loads(p.reference)
+            answer = f"The answer is $\\boxed{{{_near_miss(gold)}}}$."
+            fast = check_math(p.reference, answer, None).as_dict()
+            if fast != check_math(p.reference, answer, None, gold_cache=False).as_dict():
+                differ.append((gold, answer))
+            g, pred = list(_parsed_gold(gold, None)), _parsed_box(_near_miss(gold), None)
+            if pred is not None and g and getattr(g[0], "free_symbols", None):
+                symbolic += _differ_numerically(g, list(pred), None)
+    assert not differ, f"{len(differ)} answers: {differ[:5]}"
+    assert symbolic >= 20, symbolic
+
+
 def _slow_or_dead(payload):
     import os
     import time

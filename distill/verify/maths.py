@@ -145,16 +145,20 @@ def _differ_numerically(gold: list[Any], pred: list[Any], timeout: int | None) -
 
     A wrong answer costs math-verify most of its time: for two expressions it tries string
     equality, numeric equality, then `simplify(gold - pred) == 0`, 5-60 ms each. When gold and
-    prediction are both one real or complex constant (no symbols, no sets, no relations) and
-    its own string and numeric comparisons (called here) say no, that last step can only say
-    no too if the difference is not zero; sympy's evalf at 30 digits with `strict=True` either
-    gives the difference's leading digits correctly or raises, so a finite nonzero result
-    proves it. Anything else (None here) goes to math-verify's full comparison.
+    prediction are both one expression (no sets, no relations, not a bare symbol: those take
+    other paths in math-verify) and its own string and numeric comparisons (called here) say
+    no, that last step can only say no too if the difference is not zero everywhere: simplify
+    keeps an expression's value, so a difference that is nonzero at one point cannot simplify
+    to zero. A constant is evaluated as it is; an expression in symbols at one real point, each
+    symbol its own value above 1 (latex2sympy's symbols are real, which simplify may use, so
+    the point must be real too). sympy's evalf at 30 digits with `strict=True` either gives the leading digits
+    correctly or raises, so a finite nonzero result proves it. Anything else (None here) goes
+    to math-verify's full comparison.
     """
     from math_verify.errors import TimeoutException
     from math_verify.grader import sympy_numeric_eq, sympy_str_eq
     from math_verify.utils import timeout as alarm
-    from sympy import Expr, Symbol
+    from sympy import Expr, Rational, Symbol
     from sympy.core.relational import Relational
 
     # parse_gold keeps no fallback string: one expression; a prediction is [expression, text]
@@ -162,19 +166,29 @@ def _differ_numerically(gold: list[Any], pred: list[Any], timeout: int | None) -
         return False
     g, p = gold[0], pred[0]
     for x in (g, p):
-        if not isinstance(x, Expr) or isinstance(x, (Relational, Symbol)) or not x.is_number:
+        if not isinstance(x, Expr) or isinstance(x, (Relational, Symbol)):
             return False
+    symbols = sorted(g.free_symbols | p.free_symbols, key=str)
+    # other assumptions (positive, integer) would let simplify assume more than this point has
+    if any(not isinstance(s, Symbol) or s.assumptions0 not in _SYMBOLS for s in symbols):
+        return False
+    point = {s: Rational(137 + 22 * k, 100) for k, s in enumerate(symbols)}
 
     def differ() -> bool:
         if sympy_str_eq(g, p) or sympy_numeric_eq(g, p, 6, 15):  # math-verify's defaults
             return False
-        d = (g - p).evalf(30, strict=True)
+        d = ((g - p).subs(point) if point else g - p).evalf(30, strict=True)
         return bool(d.is_number and d.is_finite and d != 0)
 
     try:
         return alarm(timeout_seconds=timeout)(differ)()
     except (Exception, TimeoutException):  # PrecisionExhausted, whatever sympy raises
         return False  # math-verify decides
+
+
+# the assumptions of latex2sympy's symbols (real) and of a plain sympy one
+_SYMBOLS = ({"commutative": True}, {"commutative": True, "complex": True, "extended_real": True,
+            "finite": True, "hermitian": True, "imaginary": False, "infinite": False, "real": True})  # fmt: skip
 
 
 def check_math(
