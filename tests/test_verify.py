@@ -2,6 +2,7 @@
 
 import json
 import time
+from typing import Any
 
 import pytest
 from conftest import SHARED_BENCHMARKS
@@ -331,6 +332,51 @@ def test_near_misses_of_real_golds_get_math_verifys_verdict():
                 symbolic += _differ_numerically(g, list(pred), None)
     assert not differ, f"{len(differ)} answers: {differ[:5]}"
     assert symbolic >= 20, symbolic
+
+
+def _parses(texts: list[str]) -> list[Any]:
+    """math-verify's parse of each text as a gold and as a boxed answer, comparable exactly."""
+    from math_verify import parse
+    from math_verify.parser import extract_latex, parse_latex_cached
+    from sympy import srepr
+
+    from distill.verify.maths import _only_box, parse_gold
+
+    parse_latex_cached.cache_clear()  # math-verify's own caches would answer for the other mode
+    extract_latex.cache_clear()
+    out = []
+    for text in texts:
+        for got in (parse_gold(text, None), parse(f"\\boxed{{{text}}}", extraction_config=_only_box(), parsing_timeout=None)):  # fmt: skip
+            out.append([x if isinstance(x, str) else (type(x).__name__, srepr(x)) for x in got])
+    return out
+
+
+@pytest.mark.skipif(not SHARED_BENCHMARKS.is_dir(), reason="../shared/benchmarks not present")
+def test_two_stage_parsing_gives_what_ll_alone_gives():
+    """SLL first, LL where SLL fails (`_two_stage_parsing`): the same sympy objects, type and
+    structure, as LL alone for every gold of the five benchmarks, a near miss of each, and
+    malformed LaTeX (which both reject)."""
+    from latex2sympy2_extended.latex2sympy2 import _Latex2Sympy
+
+    from distill.problems import DatasetSpec, load_problems
+    from distill.verify.maths import _two_stage_parsing
+
+    texts = ["\\frac{1}{", "(1, 2", "x^{", "\\sqrt[3]", "1,,2", "\\begin{pmatrix} 1 & \\end{pmatrix}", "[a, b) \\cup"]
+    for name in ("math500", "aime2024", "aime2025", "amc23", "gsm8k_test"):
+        problems, _ = load_problems(DatasetSpec(dataset=str(SHARED_BENCHMARKS / f"{name}.jsonl")))
+        texts += [t for p in problems for t in (json.loads(p.reference), _near_miss(json.loads(p.reference)))]
+    texts = sorted(set(texts))
+    _two_stage_parsing()
+    two_stage = _Latex2Sympy.create_parser
+    try:
+        fast = _parses(texts)
+        _Latex2Sympy.create_parser = two_stage.__wrapped__
+        full = _parses(texts)
+    finally:
+        _Latex2Sympy.create_parser = two_stage
+    differ = [(t, a, b) for t, a, b in zip([t for t in texts for _ in (0, 1)], fast, full, strict=True) if a != b]
+    assert not differ, f"{len(differ)} of {len(fast)}: {differ[:3]}"
+    assert sum(1 for x in full if x and not isinstance(x[0], str)) > 1500  # parsed, not only errors
 
 
 def _slow_or_dead(payload):

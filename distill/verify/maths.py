@@ -21,8 +21,41 @@ for _name in ("math_verify", "latex2sympy2_extended"):
 
 
 @lru_cache(maxsize=1)
+def _two_stage_parsing() -> None:
+    """ANTLR's two-stage parsing for math-verify's LaTeX parser (latex2sympy): SLL prediction
+    first, full LL only for input SLL rejects. ANTLR guarantees an SLL parse is either the
+    tree LL gives or a syntax error (`antlr4.atn.PredictionMode.SLL`), so every result, and
+    every error, is LL's; LL's full-context prediction was most of the parse of a tuple or an
+    interval (60 of 80 ms), and the parse most of a worker's time. Once per process, before
+    the first parse. `tests/test_verify.py` compares the two on every benchmark gold."""
+    from antlr4.atn.PredictionMode import PredictionMode
+    from latex2sympy2_extended.latex2sympy2 import _Latex2Sympy
+
+    full = _Latex2Sympy.create_parser
+
+    def create_parser(self: Any, latex: str) -> Any:
+        parser = full(self, latex)
+        parser._interp.predictionMode = PredictionMode.SLL
+        sll = parser.math
+
+        def math() -> Any:
+            try:
+                return sll()
+            except Exception:  # a syntax error under SLL (a timeout is a BaseException)
+                return full(self, latex).math()  # LL's verdict: the same error or a parse
+
+        parser.math = math
+        return parser
+
+    create_parser.__wrapped__ = full  # type: ignore[attr-defined]
+    _Latex2Sympy.create_parser = create_parser
+
+
+@lru_cache(maxsize=1)
 def _configs() -> tuple[list[Any], list[Any]]:
     from math_verify import ExprExtractionConfig, LatexExtractionConfig
+
+    _two_stage_parsing()
 
     gold = [LatexExtractionConfig(), ExprExtractionConfig()]
     # The prediction: \boxed{} first, then math-verify's other LaTeX anchors, then plain expressions.
@@ -91,6 +124,8 @@ def _boxed_content(answer: str) -> str | None:
 @lru_cache(maxsize=1)
 def _only_box() -> list[Any]:
     from math_verify import LatexExtractionConfig
+
+    _two_stage_parsing()
 
     return [LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=False)]
 
