@@ -68,7 +68,7 @@ class DemoConfig:
     seed: int = option(0, help="Seed of the problems and the training.")
     rl: bool = option(
         False,
-        help="Then R1's RL half (about 14 more minutes): GRPO on the filtered student, and RL on "
+        help="Then R1's RL half (7-14 more minutes on 2 cores): GRPO on the filtered student, and RL on "
         "the base against distillation, each scored paired on the same held-out problems.",
     )
 

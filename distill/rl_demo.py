@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RLDemoConfig:
-    """Sizes of the RL demo; the defaults take about 14 minutes on 2 idle cores (docs/rl.md)."""
+    """Sizes of the RL demo; the defaults take 7-14 minutes on 2 idle cores (docs/rl.md)."""
 
     student: Path = option(help="The SFT student to improve (distill demo's students/filtered).")
     output: Path = option(Path("runs/demo/rl"), help="Folder for the RL runs and rl_demo.json.")
