@@ -189,9 +189,10 @@ def _differ_numerically(gold: list[Any], pred: list[Any], timeout: int | None) -
     keeps an expression's value, so a difference that is nonzero at one point cannot simplify
     to zero. A constant is evaluated as it is; an expression in symbols at one real point, each
     symbol its own value above 1 (latex2sympy's symbols are real, which simplify may use, so
-    the point must be real too). sympy's evalf at 30 digits with `strict=True` either gives the leading digits
-    correctly or raises, so a finite nonzero result proves it. Anything else (None here) goes
-    to math-verify's full comparison.
+    the point must be real too; an identity that holds only for positive values is zero there
+    too, and falls through). sympy's evalf at 30 digits with `strict=True` either gives the
+    leading digits correctly or raises, so a finite nonzero result proves it. Anything else
+    (None here) goes to math-verify's full comparison.
     """
     from math_verify.errors import TimeoutException
     from math_verify.grader import sympy_numeric_eq, sympy_str_eq
