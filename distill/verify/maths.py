@@ -26,7 +26,7 @@ def _two_stage_parsing() -> None:
     first, full LL only for input SLL rejects. ANTLR guarantees an SLL parse is either the
     tree LL gives or a syntax error (`antlr4.atn.PredictionMode.SLL`), so every result, and
     every error, is LL's; LL's full-context prediction was most of the parse of a tuple or an
-    interval (60 of 80 ms), and the parse most of a worker's time. Once per process, before
+    interval in a profile, and the parse most of a worker's time. Once per process, before
     the first parse. `tests/test_verify.py` compares the two on every benchmark gold."""
     try:
         from antlr4.atn.PredictionMode import PredictionMode
@@ -209,7 +209,7 @@ def _differ_numerically(gold: list[Any], pred: list[Any], timeout: int | None) -
             return False
     symbols = sorted(g.free_symbols | p.free_symbols, key=str)
     # other assumptions (positive, integer) would let simplify assume more than this point has
-    if any(not isinstance(s, Symbol) or s.assumptions0 not in _SYMBOLS for s in symbols):
+    if any(not isinstance(s, Symbol) or s.assumptions0 not in _plain_symbols() for s in symbols):
         return False
     point = {s: Rational(137 + 22 * k, 100) for k, s in enumerate(symbols)}
 
@@ -225,9 +225,12 @@ def _differ_numerically(gold: list[Any], pred: list[Any], timeout: int | None) -
         return False  # math-verify decides
 
 
-# the assumptions of latex2sympy's symbols (real) and of a plain sympy one
-_SYMBOLS = ({"commutative": True}, {"commutative": True, "complex": True, "extended_real": True,
-            "finite": True, "hermitian": True, "imaginary": False, "infinite": False, "real": True})  # fmt: skip
+@lru_cache(maxsize=1)
+def _plain_symbols() -> tuple[dict[str, bool], ...]:
+    """The assumptions of latex2sympy's symbols (real) and of a plain sympy one."""
+    from sympy import Symbol
+
+    return Symbol("t").assumptions0, Symbol("t", real=True).assumptions0
 
 
 def check_math(
